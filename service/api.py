@@ -1,0 +1,122 @@
+"""HTTP routes under /api/v1 for reading cached issues and managing project links."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import links, store
+from service.config import Settings
+from service.errors import ApiError
+from service.model import CachedIssue, check_project_id, normalize_key
+
+
+def render_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render_issue(cached: CachedIssue, ttl: float, now: datetime) -> dict[str, Any]:
+    issue = cached.issue
+    age = max(0.0, (now - cached.fetched_at).total_seconds())
+    return {
+        "key": issue.key,
+        "id": str(issue.id),
+        "status": None
+        if issue.status is None
+        else {"id": issue.status.id, "name": issue.status.name, "category": issue.status.category},
+        "summary": issue.summary,
+        "assignee": None
+        if issue.assignee is None
+        else {"account_id": issue.assignee.account_id, "display_name": issue.assignee.display_name},
+        "priority": issue.priority,
+        "jira_updated_at": render_time(issue.updated),
+        "fetched_at": render_time(cached.fetched_at),
+        "age_seconds": round(age, 3),
+        "stale": age > ttl,
+        "source": cached.source,
+        "state": cached.state,
+        "error": cached.error,
+    }
+
+
+def parse_keys(raw: str | None, limit: int) -> list[str]:
+    """Read a comma-separated key list: valid, upper-cased, de-duplicated, in order."""
+    parts = [part for part in (raw or "").split(",") if part.strip()]
+    if not parts:
+        raise ApiError(400, "missing_keys", "query parameter keys=A-1,B-2 is required")
+    if len(parts) > limit:
+        raise ApiError(400, "too_many_keys", f"{len(parts)} keys asked; at most {limit} at once")
+    return list(dict.fromkeys(normalize_key(part) for part in parts))
+
+
+async def get_issue(request: Request) -> Response:
+    key = normalize_key(request.path_params["key"])
+    cached = await store.select_by_key(request.state.pool, key)
+    if cached is None:
+        raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
+    return JSONResponse(_render(request, cached))
+
+
+async def get_issues(request: Request) -> Response:
+    settings: Settings = request.state.settings
+    keys = parse_keys(request.query_params.get("keys"), settings.max_batch_keys)
+    found = await store.select_by_keys(request.state.pool, keys)
+    return JSONResponse(
+        {
+            "issues": [_render(request, found[key]) for key in keys if key in found],
+            "missing": [key for key in keys if key not in found],
+        }
+    )
+
+
+async def get_links(request: Request) -> Response:
+    project_id = check_project_id(request.path_params["project_id"])
+    found = await links.list_links(request.state.pool, project_id)
+    return JSONResponse(
+        {
+            "project_id": project_id,
+            "links": [
+                {
+                    "key": link.key,
+                    "linked_at": render_time(link.linked_at),
+                    "state": "not_found" if link.missing and link.cached is None else None,
+                    "issue": None if link.cached is None else _render(request, link.cached),
+                }
+                for link in found
+            ],
+        }
+    )
+
+
+async def put_link(request: Request) -> Response:
+    project_id = check_project_id(request.path_params["project_id"])
+    key = normalize_key(request.path_params["key"])
+    created = await links.link(request.state.pool, project_id, key)
+    body = {"project_id": project_id, "key": key, "created": created}
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+async def delete_link(request: Request) -> Response:
+    project_id = check_project_id(request.path_params["project_id"])
+    key = normalize_key(request.path_params["key"])
+    if not await links.unlink(request.state.pool, project_id, key):
+        raise ApiError(404, "link_not_found", f"project {project_id} does not link {key}")
+    return Response(status_code=204)
+
+
+def _render(request: Request, cached: CachedIssue) -> dict[str, Any]:
+    settings: Settings = request.state.settings
+    return render_issue(cached, settings.cache_ttl, datetime.now(UTC))
+
+
+routes = [
+    Route("/issues", get_issues, methods=["GET"]),
+    Route("/issues/{key}", get_issue, methods=["GET"]),
+    Route("/projects/{project_id}/jira", get_links, methods=["GET"]),
+    Route("/projects/{project_id}/jira/{key}", put_link, methods=["PUT"]),
+    Route("/projects/{project_id}/jira/{key}", delete_link, methods=["DELETE"]),
+]

@@ -1,0 +1,77 @@
+"""The jira-status-cache command: serve, migrate, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from service.config import ConfigError, Settings
+from service.database import open_pool, resolve_dsn
+
+log = logging.getLogger("service")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jira-status-cache",
+        description="An always-fresh cache of Jira issue status. Settings come from the "
+        "environment (see README.md).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="apply migrations, then serve the HTTP API")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s %(message)s")
+    commands = {"serve": serve, "migrate": migrate}
+    try:
+        return commands[args.command](settings)
+    except ConfigError as exc:
+        print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(settings: Settings) -> int:
+    settings.check_serving()
+    from service.app import create_app
+
+    dsn = resolve_dsn(settings.database_url, settings.data_dir)
+    app = create_app(dataclasses.replace(settings, database_url=dsn))
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
+    # handler it found; a no-op handler lets a clean shutdown end in exit code 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    return 0
+
+
+def migrate(settings: Settings) -> int:
+    from service.migrate import apply_migrations
+
+    async def run() -> list[str]:
+        pool = await open_pool(resolve_dsn(settings.database_url, settings.data_dir), 1, 1)
+        try:
+            async with pool.acquire() as connection:
+                return await apply_migrations(connection)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(run())
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return 0

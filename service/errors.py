@@ -1,0 +1,101 @@
+"""API errors: every failure answers JSON {"error": {"code", "message"}} with its status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service.model import InvalidKeyError, InvalidProjectIdError
+
+log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER = "5"
+# What a lost or refused PostgreSQL connection looks like from asyncpg and the OS.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """A failure the caller can act on, with a stable code."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+async def on_api_error(request: Request, exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def on_http_error(request: Request, exc: HTTPException) -> Response:
+    code = _CODES.get(exc.status_code, "http_error")
+    message = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
+    return error_response(exc.status_code, code, message, exc.headers)
+
+
+async def on_invalid_input(request: Request, exc: Exception) -> Response:
+    code = "invalid_key" if isinstance(exc, InvalidKeyError) else "invalid_project_id"
+    return error_response(400, code, str(exc))
+
+
+async def on_database_down(request: Request, exc: Exception) -> Response:
+    log.warning("database unreachable", extra={"error": type(exc).__name__})
+    return error_response(
+        503,
+        "database_unavailable",
+        "PostgreSQL is unreachable; retry later",
+        {"Retry-After": DATABASE_RETRY_AFTER},
+    )
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+Handler = Callable[[Request, Any], Awaitable[Response]]
+HANDLERS: dict[Any, Handler] = {
+    ApiError: on_api_error,
+    HTTPException: on_http_error,
+    InvalidKeyError: on_invalid_input,
+    InvalidProjectIdError: on_invalid_input,
+    **dict.fromkeys(DATABASE_DOWN, on_database_down),
+    Exception: on_unexpected,
+}

@@ -1,0 +1,85 @@
+"""SQL over project links: a project of a calling service links to Jira issue keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from service.model import CachedIssue
+from service.store import cached_from_row
+
+_LINK = """
+WITH created AS (
+    INSERT INTO links (project_id, key) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING
+    RETURNING linked_at
+),
+tracked AS (
+    INSERT INTO tracked (key) VALUES ($2) ON CONFLICT DO NOTHING
+)
+SELECT count(*) > 0 FROM created
+"""
+
+# Unlinking the last link of a key stops polling it; a later read tracks it again.
+_UNLINK = """
+WITH removed AS (
+    DELETE FROM links WHERE project_id = $1 AND key = $2 RETURNING key
+),
+untracked AS (
+    DELETE FROM tracked
+     WHERE key IN (SELECT key FROM removed)
+       AND NOT EXISTS (SELECT 1 FROM links WHERE key = $2 AND project_id <> $1)
+)
+SELECT count(*) > 0 FROM removed
+"""
+
+_LIST = """
+SELECT l.key AS asked, l.linked_at, m.key IS NOT NULL AS missing, i.*
+  FROM links l
+  LEFT JOIN issue_keys k ON k.key = l.key
+  LEFT JOIN issues i ON i.id = k.issue_id
+  LEFT JOIN missing_keys m ON m.key = l.key
+ WHERE l.project_id = $1
+ ORDER BY l.linked_at, l.key
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    key: str
+    linked_at: datetime
+    cached: CachedIssue | None
+    missing: bool
+
+
+async def link(connection: asyncpg.Connection | asyncpg.Pool, project_id: str, key: str) -> bool:
+    """Link and track the key; answer whether the link is new."""
+    created: bool = await connection.fetchval(_LINK, project_id, key)
+    return created
+
+
+async def unlink(connection: asyncpg.Connection | asyncpg.Pool, project_id: str, key: str) -> bool:
+    removed: bool = await connection.fetchval(_UNLINK, project_id, key)
+    return removed
+
+
+async def list_links(connection: asyncpg.Connection | asyncpg.Pool, project_id: str) -> list[Link]:
+    rows = await connection.fetch(_LIST, project_id)
+    return [
+        Link(
+            key=row["asked"],
+            linked_at=row["linked_at"],
+            cached=cached_from_row(row) if row["id"] is not None else None,
+            missing=row["missing"],
+        )
+        for row in rows
+    ]
+
+
+async def linked_keys(connection: asyncpg.Connection | asyncpg.Pool, project_id: str) -> list[str]:
+    rows = await connection.fetch(
+        "SELECT key FROM links WHERE project_id = $1 ORDER BY key", project_id
+    )
+    return [row["key"] for row in rows]

@@ -1,0 +1,147 @@
+"""SQL over issues and their keys: the one write-forward upsert and the reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from service.model import Assignee, CachedIssue, Issue, Source, Status
+
+Outcome = Literal["created", "updated", "unchanged", "stale"]
+Executor = asyncpg.Connection | asyncpg.Pool
+
+# One statement for any number of issues. `previous` reads the snapshot from before
+# the write, which tells a created row from an updated, unchanged or stale one.
+# The WHERE keeps the write forward: an older Jira `updated` never replaces a newer
+# one, and an update older than a deletion never brings the issue back.
+_UPSERT = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::text[], $10::timestamptz[]
+    ) AS t(id, key, status_id, status_name, status_category, summary,
+           assignee_account_id, assignee_display_name, priority, jira_updated_at)
+),
+previous AS (
+    SELECT issues.id, issues.jira_updated_at
+      FROM issues JOIN incoming USING (id)
+),
+written AS (
+    INSERT INTO issues AS i (
+        id, key, status_id, status_name, status_category, summary,
+        assignee_account_id, assignee_display_name, priority, jira_updated_at,
+        fetched_at, source, state, error, failures, deleted_at)
+    SELECT id, key, status_id, status_name, status_category, summary,
+           assignee_account_id, assignee_display_name, priority, jira_updated_at,
+           now(), $11, 'ok', NULL, 0, NULL
+      FROM incoming
+    ON CONFLICT (id) DO UPDATE SET
+        key = excluded.key, status_id = excluded.status_id,
+        status_name = excluded.status_name, status_category = excluded.status_category,
+        summary = excluded.summary, assignee_account_id = excluded.assignee_account_id,
+        assignee_display_name = excluded.assignee_display_name,
+        priority = excluded.priority, jira_updated_at = excluded.jira_updated_at,
+        fetched_at = now(), source = excluded.source, state = 'ok', error = NULL,
+        failures = 0, deleted_at = NULL
+     WHERE i.jira_updated_at <= excluded.jira_updated_at
+       AND (i.deleted_at IS NULL OR i.deleted_at < excluded.jira_updated_at)
+    RETURNING i.id
+),
+keys AS (
+    INSERT INTO issue_keys (key, issue_id)
+    SELECT key, id FROM incoming WHERE id IN (SELECT id FROM written)
+    ON CONFLICT (key) DO UPDATE SET issue_id = excluded.issue_id, seen_at = now()
+),
+found AS (
+    DELETE FROM missing_keys WHERE key IN (SELECT key FROM incoming)
+)
+SELECT incoming.id, previous.jira_updated_at AS previous,
+       incoming.jira_updated_at AS current, written.id IS NOT NULL AS written
+  FROM incoming
+  LEFT JOIN previous USING (id)
+  LEFT JOIN written USING (id)
+"""
+
+_SELECT_BY_KEYS = """
+SELECT k.key AS asked, i.*
+  FROM issue_keys k JOIN issues i ON i.id = k.issue_id
+ WHERE k.key = ANY($1::text[])
+"""
+
+
+async def upsert_issues(
+    executor: Executor, issues: Sequence[Issue], source: Source
+) -> dict[int, Outcome]:
+    """Write many issues in one statement, only ever forward by Jira's `updated` time."""
+    latest = _latest_by_id(issues)
+    if not latest:
+        return {}
+    rows = await executor.fetch(_UPSERT, *_columns(latest), source)
+    return {row["id"]: _outcome(row) for row in rows}
+
+
+async def select_by_keys(executor: Executor, keys: Iterable[str]) -> dict[str, CachedIssue]:
+    """The cached issues for the keys (current or former) that resolve to one."""
+    rows = await executor.fetch(_SELECT_BY_KEYS, list(keys))
+    return {row["asked"]: cached_from_row(row) for row in rows}
+
+
+async def select_by_key(executor: Executor, key: str) -> CachedIssue | None:
+    return (await select_by_keys(executor, [key])).get(key)
+
+
+def cached_from_row(row: asyncpg.Record) -> CachedIssue:
+    status = None
+    if row["status_id"] is not None:
+        status = Status(row["status_id"], row["status_name"], row["status_category"])
+    assignee = None
+    if row["assignee_account_id"] is not None:
+        assignee = Assignee(row["assignee_account_id"], row["assignee_display_name"])
+    issue = Issue(
+        id=row["id"],
+        key=row["key"],
+        status=status,
+        summary=row["summary"],
+        assignee=assignee,
+        priority=row["priority"],
+        updated=row["jira_updated_at"],
+    )
+    return CachedIssue(
+        issue, row["fetched_at"], row["source"], row["state"], row["error"], row["failures"]
+    )
+
+
+def _latest_by_id(issues: Sequence[Issue]) -> list[Issue]:
+    # One statement cannot touch a row twice, so keep only the newest of duplicates.
+    latest: dict[int, Issue] = {}
+    for issue in issues:
+        if issue.id not in latest or latest[issue.id].updated <= issue.updated:
+            latest[issue.id] = issue
+    return list(latest.values())
+
+
+def _columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
+    return (
+        [i.id for i in issues],
+        [i.key for i in issues],
+        [i.status.id if i.status else None for i in issues],
+        [i.status.name if i.status else None for i in issues],
+        [i.status.category if i.status else None for i in issues],
+        [i.summary for i in issues],
+        [i.assignee.account_id if i.assignee else None for i in issues],
+        [i.assignee.display_name if i.assignee else None for i in issues],
+        [i.priority for i in issues],
+        [i.updated for i in issues],
+    )
+
+
+def _outcome(row: asyncpg.Record) -> Outcome:
+    previous: datetime | None = row["previous"]
+    if not row["written"]:
+        return "stale"
+    if previous is None:
+        return "created"
+    return "unchanged" if previous == row["current"] else "updated"

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real PostgreSQL database per session and the app over ASGI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from service.app import create_app
+from service.config import Settings
+from service.database import start_embedded
+from service.migrate import apply_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ["issues", "issue_keys", "links", "tracked", "missing_keys"]
+
+
+def _with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> str:
+    """TEST_DATABASE_URL, or an embedded server in a temporary directory."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    # The embedded server is kept between runs; each session gets its own database.
+    return configured or start_embedded(ROOT / ".data" / "test")
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_dsn: str) -> AsyncIterator[str]:
+    """A fresh database for this test session, migrated, dropped at the end."""
+    name = f"jsc_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(server_dsn, name)
+    connection = await asyncpg.connect(dsn)
+    await apply_migrations(connection)
+    await connection.close()
+    yield dsn
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    assert created is not None
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+async def db(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The session pool over empty tables: each test starts from nothing."""
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    return pool
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def client(db: asyncpg.Pool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client over the real app, its lifespan run."""
+    async with app_client(settings) as http:
+        yield http
+
+
+def app_client(settings: Settings, **changes: object) -> _AppClient:
+    return _AppClient(dataclasses.replace(settings, **changes))  # type: ignore[arg-type]
+
+
+class _AppClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        self.manager = LifespanManager(create_app(self.settings))
+        await self.manager.__aenter__()
+        transport = httpx.ASGITransport(app=self.manager.app)
+        self.http = httpx.AsyncClient(transport=transport, base_url="http://cache.test")
+        return self.http
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.manager.__aexit__(*exc)

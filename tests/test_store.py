@@ -1,0 +1,87 @@
+"""The store on a real PostgreSQL: write-forward upserts and key aliases."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from service import store
+from service.model import Assignee
+from tests.factory import DONE, make_issue
+
+
+async def test_upsert_creates_then_reads_back_every_field(db: asyncpg.Pool) -> None:
+    """A written issue reads back whole, with its source and state ok."""
+    issue = make_issue(assignee=Assignee("5b10a2844c20165700ede21g", "Mia Krystof"))
+    outcome = await store.upsert_issues(db, [issue], "webhook")
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert outcome == {10007: "created"}
+    assert cached is not None
+    assert cached.issue == issue
+    assert (cached.source, cached.state, cached.error, cached.failures) == (
+        "webhook",
+        "ok",
+        None,
+        0,
+    )
+
+
+async def test_older_update_is_ignored_and_newer_applied(db: asyncpg.Pool) -> None:
+    """Whatever arrives last, the issue with the newest Jira `updated` time wins."""
+    await store.upsert_issues(db, [make_issue(minutes=10, summary="newest")], "webhook")
+    stale = await store.upsert_issues(db, [make_issue(minutes=5, summary="older")], "poll")
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert stale == {10007: "stale"}
+    assert cached is not None and cached.issue.summary == "newest"
+    newer = await store.upsert_issues(db, [make_issue(minutes=11, status=DONE)], "poll")
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert newer == {10007: "updated"}
+    assert cached is not None and cached.issue.status == DONE and cached.source == "poll"
+
+
+async def test_same_updated_time_is_unchanged_but_refreshes_fetched_at(db: asyncpg.Pool) -> None:
+    """Re-reading an issue Jira has not changed marks it fresh without counting a change."""
+    await store.upsert_issues(db, [make_issue()], "poll")
+    before = await store.select_by_key(db, "PRJ-7")
+    outcome = await store.upsert_issues(db, [make_issue()], "refresh")
+    after = await store.select_by_key(db, "PRJ-7")
+    assert outcome == {10007: "unchanged"}
+    assert before is not None and after is not None
+    assert after.fetched_at > before.fetched_at and after.source == "refresh"
+
+
+async def test_duplicates_in_one_call_keep_the_newest(db: asyncpg.Pool) -> None:
+    """Two versions of one issue in one batch write the newer one."""
+    batch = [make_issue(minutes=3, summary="new"), make_issue(minutes=1, summary="old")]
+    await store.upsert_issues(db, batch, "poll")
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert cached is not None and cached.issue.summary == "new"
+
+
+async def test_ten_thousand_issues_in_one_call(db: asyncpg.Pool) -> None:
+    """One call writes 10,000 issues, and a second pass reports them unchanged."""
+    issues = [make_issue(id=20000 + n, key=f"BIG-{n + 1}") for n in range(10_000)]
+    created = await store.upsert_issues(db, issues, "poll")
+    again = await store.upsert_issues(db, issues, "poll")
+    assert list(created.values()).count("created") == 10_000
+    assert set(again.values()) == {"unchanged"}
+    assert await db.fetchval("SELECT count(*) FROM issues") == 10_000
+
+
+async def test_moved_issue_answers_to_old_and_new_key(db: asyncpg.Pool) -> None:
+    """After a move, the old key still resolves to the same issue under its new key."""
+    await store.upsert_issues(db, [make_issue(key="OLD-7")], "poll")
+    await store.upsert_issues(db, [make_issue(key="NEW-1", minutes=1)], "webhook")
+    found = await store.select_by_keys(db, ["OLD-7", "NEW-1", "NONE-1"])
+    assert set(found) == {"OLD-7", "NEW-1"}
+    assert found["OLD-7"].issue.key == "NEW-1" and found["OLD-7"].issue.id == 10007
+    assert await db.fetchval("SELECT count(*) FROM issues") == 1
+
+
+async def test_concurrent_writers_leave_the_newest(db: asyncpg.Pool) -> None:
+    """Many racing writes of one issue end with the newest version, whatever the order."""
+    versions = [make_issue(minutes=m, summary=f"v{m}") for m in range(40)]
+    await asyncio.gather(*(store.upsert_issues(db, [v], "poll") for v in reversed(versions)))
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert cached is not None and cached.issue.summary == "v39"
