@@ -13,11 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from service import api, migrate
+from service import api, migrate, webhook
 from service.config import Settings
 from service.database import open_pool
 from service.errors import DATABASE_DOWN, HANDLERS
 from service.guard import BodyLimit, TokenGuard
+
+# Jira cannot send our bearer tokens; the webhook proves itself with its own secret.
+WEBHOOK_PATH = "/api/v1/webhooks/jira"
 
 
 class State(TypedDict):
@@ -60,10 +63,14 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route(WEBHOOK_PATH, webhook.receive, methods=["POST"]),
+            Route("/api/v1/webhooks/dead-letters", webhook.get_dead_letters, methods=["GET"]),
             Mount("/api/v1", routes=api.routes),
         ],
         middleware=[
-            Middleware(TokenGuard, tokens=settings.api_tokens, open_paths=frozenset()),
+            Middleware(
+                TokenGuard, tokens=settings.api_tokens, open_paths=frozenset({WEBHOOK_PATH})
+            ),
             Middleware(
                 BodyLimit, limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes)
             ),

@@ -145,3 +145,47 @@ def _outcome(row: asyncpg.Record) -> Outcome:
     if previous is None:
         return "created"
     return "unchanged" if previous == row["current"] else "updated"
+
+
+# A tombstone. The issue row is written even if it was never cached, so that a late
+# update older than the deletion finds it and stays out.
+_MARK_DELETED = """
+WITH tomb AS (
+    INSERT INTO issues AS i (id, key, jira_updated_at, source, state, deleted_at)
+    VALUES ($1, $2, $3, 'webhook', 'deleted', $3)
+    ON CONFLICT (id) DO UPDATE SET
+        state = 'deleted', source = 'webhook', fetched_at = now(),
+        deleted_at = GREATEST(i.deleted_at, excluded.deleted_at)
+    RETURNING id
+)
+INSERT INTO issue_keys (key, issue_id) SELECT $2, id FROM tomb
+ON CONFLICT (key) DO UPDATE SET issue_id = excluded.issue_id, seen_at = now()
+"""
+
+
+async def mark_deleted(executor: Executor, issue_id: int, key: str, at: datetime) -> None:
+    """Keep the issue as deleted; updates older than `at` never bring it back."""
+    await executor.execute(_MARK_DELETED, issue_id, key, at)
+
+
+async def add_aliases(executor: Executor, aliases: dict[str, int]) -> None:
+    """Make former keys resolve to their issue, e.g. after Jira says an issue moved."""
+    if aliases:
+        await executor.execute(
+            "INSERT INTO issue_keys (key, issue_id)"
+            " SELECT * FROM unnest($1::text[], $2::bigint[]) AS t(key, issue_id)"
+            " WHERE EXISTS (SELECT 1 FROM issues WHERE id = issue_id)"
+            " ON CONFLICT (key) DO UPDATE SET issue_id = excluded.issue_id",
+            list(aliases),
+            list(aliases.values()),
+        )
+
+
+async def keys_of(executor: Executor, issue_id: int) -> list[str]:
+    """Every key the issue has had, the current one first."""
+    rows = await executor.fetch(
+        "SELECT k.key FROM issue_keys k JOIN issues i ON i.id = k.issue_id"
+        " WHERE k.issue_id = $1 ORDER BY k.key = i.key DESC, k.key",
+        issue_id,
+    )
+    return [row["key"] for row in rows]

@@ -76,3 +76,23 @@ async def reschedule(executor: Executor, keys: Sequence[str], after: float) -> N
         list(keys),
         after,
     )
+
+
+async def retarget(executor: Executor, old_keys: Sequence[str], new_key: str) -> None:
+    """Track a moved issue under its new key only, so that it is polled once."""
+    await executor.execute(
+        "WITH old AS (DELETE FROM tracked WHERE key = ANY($1::text[]) AND key <> $2"
+        " RETURNING key)"
+        " INSERT INTO tracked (key) SELECT $2 WHERE EXISTS (SELECT 1 FROM old)"
+        " ON CONFLICT DO NOTHING",
+        list(old_keys),
+        new_key,
+    )
+
+
+async def make_due(executor: Executor, keys: Sequence[str]) -> int:
+    """Make tracked keys due for a read now; answer how many are tracked."""
+    status: str = await executor.execute(
+        "UPDATE tracked SET next_due_at = now() WHERE key = ANY($1::text[])", list(keys)
+    )
+    return int(status.split()[-1])

@@ -20,7 +20,15 @@ from service.database import start_embedded
 from service.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ["issues", "issue_keys", "links", "tracked", "missing_keys"]
+TABLES = [
+    "issues",
+    "issue_keys",
+    "links",
+    "tracked",
+    "missing_keys",
+    "webhook_deliveries",
+    "dead_letters",
+]
 
 
 def _with_database(dsn: str, name: str) -> str:
