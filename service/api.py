@@ -9,10 +9,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import links, store
+from service import links, store, tracking
 from service.config import Settings
 from service.errors import ApiError
+from service.jira import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key
+from service.refresh import Refresher
 
 
 def render_time(value: datetime) -> str:
@@ -53,21 +55,67 @@ def parse_keys(raw: str | None, limit: int) -> list[str]:
     return list(dict.fromkeys(normalize_key(part) for part in parts))
 
 
+def parse_max_age(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10**9:
+        raise ApiError(400, "invalid_max_age", "max_age must be a number of seconds, 0 or more")
+    return value
+
+
+async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
+    """The cached issues for the keys; misses and entries over ?max_age= read through Jira."""
+    pool = request.state.pool
+    max_age = parse_max_age(request.query_params.get("max_age"))
+    found = await store.select_by_keys(pool, keys)
+    refresher: Refresher | None = request.state.refresher
+    if refresher is None:
+        return found
+    now = datetime.now(UTC)
+    wanted = [key for key in keys if key not in found or _older(found[key], max_age, now)]
+    settings: Settings = request.state.settings
+    # A key Jira just said it does not know is not asked again until the negative TTL ends.
+    known_missing = await store.recently_missing(
+        pool, [key for key in wanted if key not in found], settings.negative_ttl
+    )
+    wanted = [key for key in wanted if key not in known_missing]
+    if not wanted:
+        return found
+    try:
+        report = await refresher.refresh(wanted, "refresh")
+    except JiraError:
+        if all(key in found for key in wanted):
+            return found  # Jira is down but the cache has an answer: serve it, stale.
+        raise
+    await tracking.track(pool, report.keys("refreshed", "unchanged"))
+    return await store.select_by_keys(pool, keys)
+
+
+def _older(cached: CachedIssue, max_age: float | None, now: datetime) -> bool:
+    return max_age is not None and (now - cached.fetched_at).total_seconds() > max_age
+
+
 async def get_issue(request: Request) -> Response:
     key = normalize_key(request.path_params["key"])
-    cached = await store.select_by_key(request.state.pool, key)
-    if cached is None:
+    cached = (await read(request, [key])).get(key)
+    if cached is not None:
+        return JSONResponse(render_issue_now(request, cached))
+    if request.state.refresher is None:
         raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
-    return JSONResponse(_render(request, cached))
+    raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
 
 
 async def get_issues(request: Request) -> Response:
     settings: Settings = request.state.settings
     keys = parse_keys(request.query_params.get("keys"), settings.max_batch_keys)
-    found = await store.select_by_keys(request.state.pool, keys)
+    found = await read(request, keys)
     return JSONResponse(
         {
-            "issues": [_render(request, found[key]) for key in keys if key in found],
+            "issues": [render_issue_now(request, found[key]) for key in keys if key in found],
             "missing": [key for key in keys if key not in found],
         }
     )
@@ -84,7 +132,9 @@ async def get_links(request: Request) -> Response:
                     "key": link.key,
                     "linked_at": render_time(link.linked_at),
                     "state": "not_found" if link.missing and link.cached is None else None,
-                    "issue": None if link.cached is None else _render(request, link.cached),
+                    "issue": None
+                    if link.cached is None
+                    else render_issue_now(request, link.cached),
                 }
                 for link in found
             ],
@@ -108,7 +158,7 @@ async def delete_link(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _render(request: Request, cached: CachedIssue) -> dict[str, Any]:
+def render_issue_now(request: Request, cached: CachedIssue) -> dict[str, Any]:
     settings: Settings = request.state.settings
     return render_issue(cached, settings.cache_ttl, datetime.now(UTC))
 

@@ -13,26 +13,36 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from service import api, migrate, webhook
+from service import api, jira, migrate, triggers, webhook
 from service.config import Settings
 from service.database import open_pool
 from service.errors import DATABASE_DOWN, HANDLERS
 from service.guard import BodyLimit, TokenGuard
+from service.poller import Poller
+from service.refresh import Refresher
+from service.schedule import start_scheduler
 
-# Jira cannot send our bearer tokens; the webhook proves itself with its own secret.
+# Jira cannot send our bearer tokens: the webhook proves itself with its own secret,
+# and the cron endpoint also takes CRON_SECRET.
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
+CRON_PATH = "/api/v1/cron/jira-refresh"
 
 
 class State(TypedDict):
     settings: Settings
     pool: asyncpg.Pool
+    jira: jira.JiraClient | None
+    refresher: Refresher | None
+    poller: Poller | None
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    client: jira.JiraClient | None = request.state.jira
+    return JSONResponse({"status": "ok", "jira": client.health if client else "unconfigured"})
 
 
 async def readyz(request: Request) -> Response:
+    # Ready means the cache can serve: Jira being down does not make it unready.
     try:
         async with request.state.pool.acquire(timeout=2) as connection:
             pending = await migrate.pending_versions(connection)
@@ -42,6 +52,27 @@ async def readyz(request: Request) -> Response:
         body = {"status": "unavailable", "database": "ok", "pending_migrations": pending}
         return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "database": "ok"})
+
+
+@contextlib.asynccontextmanager
+async def jira_parts(
+    settings: Settings, pool: asyncpg.Pool
+) -> AsyncIterator[tuple[jira.JiraClient | None, Refresher | None, Poller | None]]:
+    """The Jira session, client, refresher, poller and scheduler, when Jira is configured."""
+    if settings.jira_base_url is None:
+        yield None, None, None
+        return
+    async with jira.open_session(settings) as session:
+        client = jira.JiraClient(session, settings)
+        refresher = Refresher(pool, client, settings.cache_ttl)
+        poller = Poller(pool, refresher, settings)
+        scheduler = start_scheduler(poller, pool, settings) if settings.poll_interval else None
+        try:
+            yield client, refresher, poller
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            await poller.stop()
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -55,7 +86,11 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with pool.acquire() as connection:
                 await migrate.apply_migrations(connection)
-            yield dict(State(settings=settings, pool=pool))
+            async with jira_parts(settings, pool) as (client, refresher, poller):
+                state = State(
+                    settings=settings, pool=pool, jira=client, refresher=refresher, poller=poller
+                )
+                yield dict(state)
         finally:
             await pool.close()
 
@@ -65,11 +100,14 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route(WEBHOOK_PATH, webhook.receive, methods=["POST"]),
             Route("/api/v1/webhooks/dead-letters", webhook.get_dead_letters, methods=["GET"]),
-            Mount("/api/v1", routes=api.routes),
+            Route(CRON_PATH, triggers.cron_refresh, methods=["GET"]),
+            Mount("/api/v1", routes=api.routes + triggers.routes),
         ],
         middleware=[
             Middleware(
-                TokenGuard, tokens=settings.api_tokens, open_paths=frozenset({WEBHOOK_PATH})
+                TokenGuard,
+                tokens=settings.api_tokens,
+                open_paths=frozenset({WEBHOOK_PATH, CRON_PATH}),
             ),
             Middleware(
                 BodyLimit, limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes)

@@ -8,10 +8,14 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
 Pool = asyncpg.Pool
+# Whatever runs a query: a pool, a connection, or a connection borrowed from a pool.
+Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 def start_embedded(data_dir: Path) -> str:

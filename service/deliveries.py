@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from service.database import Executor
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service.jira import (
+    JiraAuthError,
+    JiraError,
+    JiraRateLimitedError,
+    JiraUnavailableError,
+)
 from service.model import InvalidKeyError, InvalidProjectIdError
 
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER = "5"
+JIRA_RETRY_AFTER = 30.0
 # What a lost or refused PostgreSQL connection looks like from asyncpg and the OS.
 DATABASE_DOWN: tuple[type[BaseException], ...] = (
     OSError,
@@ -85,6 +92,18 @@ async def on_database_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def on_jira_error(request: Request, exc: JiraError) -> Response:
+    """Jira's trouble is a 503 (retry later) or a 502 (ours to fix), never a 500."""
+    log.warning("Jira call failed", extra={"error": str(exc)})
+    if isinstance(exc, JiraUnavailableError | JiraRateLimitedError):
+        wait = exc.retry_after or JIRA_RETRY_AFTER
+        headers = {"Retry-After": str(max(1, round(wait)))}
+        return error_response(503, "jira_unavailable", str(exc), headers)
+    if isinstance(exc, JiraAuthError):
+        return error_response(502, "jira_auth_failed", str(exc))
+    return error_response(502, "jira_error", str(exc))
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "internal_error", "an unexpected error occurred")
@@ -97,5 +116,6 @@ HANDLERS: dict[Any, Handler] = {
     InvalidKeyError: on_invalid_input,
     InvalidProjectIdError: on_invalid_input,
     **dict.fromkeys(DATABASE_DOWN, on_database_down),
+    JiraError: on_jira_error,
     Exception: on_unexpected,
 }

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
+from service.database import Executor
 from service.model import CachedIssue
 from service.store import cached_from_row
 
@@ -54,18 +53,18 @@ class Link:
     missing: bool
 
 
-async def link(connection: asyncpg.Connection | asyncpg.Pool, project_id: str, key: str) -> bool:
+async def link(connection: Executor, project_id: str, key: str) -> bool:
     """Link and track the key; answer whether the link is new."""
     created: bool = await connection.fetchval(_LINK, project_id, key)
     return created
 
 
-async def unlink(connection: asyncpg.Connection | asyncpg.Pool, project_id: str, key: str) -> bool:
+async def unlink(connection: Executor, project_id: str, key: str) -> bool:
     removed: bool = await connection.fetchval(_UNLINK, project_id, key)
     return removed
 
 
-async def list_links(connection: asyncpg.Connection | asyncpg.Pool, project_id: str) -> list[Link]:
+async def list_links(connection: Executor, project_id: str) -> list[Link]:
     rows = await connection.fetch(_LIST, project_id)
     return [
         Link(
@@ -78,7 +77,7 @@ async def list_links(connection: asyncpg.Connection | asyncpg.Pool, project_id: 
     ]
 
 
-async def linked_keys(connection: asyncpg.Connection | asyncpg.Pool, project_id: str) -> list[str]:
+async def linked_keys(connection: Executor, project_id: str) -> list[str]:
     rows = await connection.fetch(
         "SELECT key FROM links WHERE project_id = $1 ORDER BY key", project_id
     )

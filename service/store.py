@@ -8,10 +8,10 @@ from typing import Literal
 
 import asyncpg
 
+from service.database import Executor
 from service.model import Assignee, CachedIssue, Issue, Source, Status
 
 Outcome = Literal["created", "updated", "unchanged", "stale"]
-Executor = asyncpg.Connection | asyncpg.Pool
 
 # One statement for any number of issues. `previous` reads the snapshot from before
 # the write, which tells a created row from an updated, unchanged or stale one.
@@ -189,3 +189,43 @@ async def keys_of(executor: Executor, issue_id: int) -> list[str]:
         issue_id,
     )
     return [row["key"] for row in rows]
+
+
+_MARK_NOT_FOUND = """
+WITH remembered AS (
+    INSERT INTO missing_keys (key) SELECT unnest($1::text[])
+    ON CONFLICT (key) DO UPDATE SET checked_at = now()
+)
+UPDATE issues SET state = 'not_found', fetched_at = now(), source = $2, error = NULL
+ WHERE state <> 'deleted'
+   AND id IN (SELECT issue_id FROM issue_keys WHERE key = ANY($1::text[]))
+"""
+
+
+async def mark_not_found(executor: Executor, keys: Sequence[str], source: Source) -> None:
+    """Remember that Jira answered 404 for the keys (no such issue, or no permission)."""
+    if keys:
+        await executor.execute(_MARK_NOT_FOUND, list(keys), source)
+
+
+async def mark_failed(executor: Executor, keys: Sequence[str], error: str) -> None:
+    """Record a failed read on the cached issues behind the keys; their data stays."""
+    if keys:
+        await executor.execute(
+            "UPDATE issues SET state = 'error', error = $2, failures = failures + 1"
+            " WHERE state <> 'deleted'"
+            " AND id IN (SELECT issue_id FROM issue_keys WHERE key = ANY($1::text[]))",
+            list(keys),
+            error,
+        )
+
+
+async def recently_missing(executor: Executor, keys: Sequence[str], within: float) -> set[str]:
+    """Keys Jira answered 404 for less than `within` seconds ago: the negative cache."""
+    rows = await executor.fetch(
+        "SELECT key FROM missing_keys WHERE key = ANY($1::text[])"
+        " AND checked_at > now() - make_interval(secs => $2)",
+        list(keys),
+        within,
+    )
+    return {row["key"] for row in rows}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from service.database import Executor
 
 # A claim moves next_due_at to the lease's end: leased keys leave the due range,
 # and a lease left by a killed process makes its keys due again when it expires.
@@ -78,15 +76,17 @@ async def reschedule(executor: Executor, keys: Sequence[str], after: float) -> N
     )
 
 
-async def retarget(executor: Executor, old_keys: Sequence[str], new_key: str) -> None:
+async def retarget(executor: Executor, old_keys: Sequence[str], new_key: str, after: float) -> None:
     """Track a moved issue under its new key only, so that it is polled once."""
     await executor.execute(
         "WITH old AS (DELETE FROM tracked WHERE key = ANY($1::text[]) AND key <> $2"
         " RETURNING key)"
-        " INSERT INTO tracked (key) SELECT $2 WHERE EXISTS (SELECT 1 FROM old)"
+        " INSERT INTO tracked (key, next_due_at)"
+        " SELECT $2, now() + make_interval(secs => $3) WHERE EXISTS (SELECT 1 FROM old)"
         " ON CONFLICT DO NOTHING",
         list(old_keys),
         new_key,
+        after,
     )
 
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service import deliveries, store, tracking
 from service.config import Settings
+from service.database import Connection, Executor
 from service.errors import ApiError
 from service.model import InvalidIssueError, normalize_issue, normalize_key
 
@@ -68,7 +68,7 @@ def parse(body: bytes, identifier: str | None) -> Delivery:
     return Delivery(delivery_id, payload["webhookEvent"], payload)
 
 
-async def apply(connection: asyncpg.Connection, delivery: Delivery, ttl: float) -> Outcome:
+async def apply(connection: Connection, delivery: Delivery, ttl: float) -> Outcome:
     """Dedupe and apply one delivery in one transaction."""
     async with connection.transaction():
         if not await deliveries.record_delivery(connection, delivery.id, delivery.event):
@@ -80,9 +80,7 @@ async def apply(connection: asyncpg.Connection, delivery: Delivery, ttl: float) 
         return await _apply_other(connection, delivery.payload)
 
 
-async def _apply_issue(
-    connection: asyncpg.Connection, payload: dict[str, Any], ttl: float
-) -> Outcome:
+async def _apply_issue(connection: Executor, payload: dict[str, Any], ttl: float) -> Outcome:
     try:
         issue = normalize_issue(payload.get("issue"))
     except InvalidIssueError as exc:
@@ -91,13 +89,14 @@ async def _apply_issue(
     old_keys = [key for key in moved_from(payload) if key != issue.key]
     await store.add_aliases(connection, dict.fromkeys(old_keys, issue.id))
     if old_keys:
-        await tracking.retarget(connection, await store.keys_of(connection, issue.id), issue.key)
+        keys = await store.keys_of(connection, issue.id)
+        await tracking.retarget(connection, keys, issue.key, ttl)
     # Fresh from Jira just now: no poll needed for another TTL.
     await tracking.reschedule(connection, [issue.key], ttl)
     return "stale" if outcome == "stale" else "applied"
 
 
-async def _apply_delete(connection: asyncpg.Connection, payload: dict[str, Any]) -> Outcome:
+async def _apply_delete(connection: Executor, payload: dict[str, Any]) -> Outcome:
     named = named_issue(payload)
     if named is None:
         raise UnusablePayloadError("jira:issue_deleted names no issue id and key")
@@ -105,7 +104,7 @@ async def _apply_delete(connection: asyncpg.Connection, payload: dict[str, Any])
     return "applied"
 
 
-async def _apply_other(connection: asyncpg.Connection, payload: dict[str, Any]) -> Outcome:
+async def _apply_other(connection: Executor, payload: dict[str, Any]) -> Outcome:
     named = named_issue(payload)
     if named is None:
         return "ignored"

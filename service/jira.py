@@ -1,0 +1,463 @@
+"""The aiohttp client for Jira's REST API: bulk reads by key, auth, rate limits and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from service.config import ConfigError, Settings
+from service.model import InvalidIssueError, InvalidKeyError, Issue, normalize_issue, normalize_key
+from service.ratelimit import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
+
+# The errors, most general first. `endpoint` is always "METHOD /path", never a full URL.
+#
+# JiraError                    an answer we cannot use (an unexpected 4xx, JSON of the wrong shape)
+#  +-- JiraAuthError           401, 403, or X-Seraph-LoginReason says the credentials failed
+#  +-- JiraRateLimitedError    429 still after every retry, or a pause longer than we will wait
+#  +-- JiraUnavailableError    5xx, a timeout, a connection error, a body that is not JSON
+#       +-- CircuitOpenError   refused without asking Jira, after repeated failures
+
+
+class JiraError(Exception):
+    """Jira answered in a way this client cannot use; the base of every error here."""
+
+    def __init__(self, endpoint: str, status: int | None, problem: str) -> None:
+        answered = f" answered {status}" if status is not None else ""
+        super().__init__(f"Jira {endpoint}{answered}: {problem}")
+        self.endpoint, self.status, self.problem = endpoint, status, problem
+
+
+class JiraAuthError(JiraError):
+    def __init__(self, endpoint: str, status: int, reason: str | None = None) -> None:
+        why = f" ({reason})" if reason else ""
+        problem = f"credentials refused{why}; check JIRA_EMAIL and JIRA_API_TOKEN, or JIRA_PAT"
+        super().__init__(endpoint, status, problem)
+        self.reason = reason
+
+
+class JiraRateLimitedError(JiraError):
+    def __init__(self, endpoint: str, retry_after: float, status: int | None = 429) -> None:
+        super().__init__(endpoint, status, f"rate limited; retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class JiraUnavailableError(JiraError):
+    def __init__(
+        self, endpoint: str, status: int | None, problem: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(endpoint, status, problem)
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(JiraUnavailableError):
+    def __init__(self, endpoint: str, retry_after: float) -> None:
+        problem = f"not called after repeated failures; next try in {retry_after:.1f}s"
+        super().__init__(endpoint, None, problem, retry_after)
+
+
+FIELDS = ("status", "summary", "assignee", "priority", "updated")
+USER_AGENT = "jira-status-cache/0.1"
+_LOGIN_FAILED = frozenset({"AUTHENTICATED_FAILED", "AUTHENTICATION_DENIED"})
+# Data Center fails a whole `key in (...)` search naming each key it does not know.
+_UNKNOWN_KEY = re.compile(
+    r"An issue with key '([^']+)' does not exist for field 'key'"
+    r"|The issue key '([^']*)' for field 'key' is invalid"
+)
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What Jira said about a batch of requested keys (or numeric ids)."""
+
+    issues: list[Issue]
+    moved: dict[str, int]  # requested key -> id of the issue that now has another key
+    not_found: list[str]
+    invalid: list[tuple[str, str]]  # (key, problem): a malformed key or unusable issue JSON
+
+
+@dataclass(slots=True)
+class Stats:
+    """Plain counters for metrics: requests by (route, status), 429s, seconds held at the gate."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rate_limited: int = 0
+    rate_limit_wait: float = 0.0
+
+
+def open_session(settings: Settings) -> aiohttp.ClientSession:
+    """The one session of the process; call inside the running loop (the app's lifespan)."""
+    timeout = aiohttp.ClientTimeout(
+        total=settings.jira_timeout, connect=settings.jira_connect_timeout
+    )
+    headers = {
+        "Accept": "application/json",
+        "Authorization": _authorization(settings),
+        "User-Agent": USER_AGENT,
+    }
+    return aiohttp.ClientSession(timeout=timeout, headers=headers)
+
+
+def _authorization(settings: Settings) -> str:
+    if settings.jira_flavor == "dc":
+        if not settings.jira_pat:
+            raise ConfigError("JIRA_PAT", "required when JIRA_FLAVOR=dc")
+        return f"Bearer {settings.jira_pat}"
+    if not settings.jira_email:
+        raise ConfigError("JIRA_EMAIL", "required when JIRA_FLAVOR=cloud")
+    if not settings.jira_api_token:
+        raise ConfigError("JIRA_API_TOKEN", "required when JIRA_FLAVOR=cloud")
+    # Encoded by hand: aiohttp 3.14 deprecates BasicAuth, and its replacement is new in 3.14.
+    pair = f"{settings.jira_email}:{settings.jira_api_token}".encode()
+    return f"Basic {base64.b64encode(pair).decode()}"
+
+
+class JiraClient:
+    """Reads issues from one Jira site, sharing one concurrency cap, gate and breaker."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        limiter: RateLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        if settings.jira_base_url is None:
+            raise ConfigError("JIRA_BASE_URL", "required to talk to Jira")
+        self._session = session
+        self._base = settings.jira_base_url.rstrip("/")
+        self._flavor = settings.jira_flavor
+        self._api = "/rest/api/2" if settings.jira_flavor == "dc" else "/rest/api/3"
+        self._batch = settings.jira_batch_size
+        self._retries = settings.jira_max_retries
+        self._slots = asyncio.Semaphore(settings.jira_max_concurrency)
+        self._limiter = limiter or RateLimiter(max_rps=settings.jira_max_rps)
+        self._breaker = breaker or CircuitBreaker()
+        self.stats = Stats()
+
+    def __repr__(self) -> str:
+        return f"JiraClient(host={URL(self._base).host!r}, flavor={self._flavor!r})"
+
+    @property
+    def health(self) -> Literal["ok", "degraded"]:
+        breaker = self._breaker
+        return "ok" if breaker.state == "closed" and breaker.failures == 0 else "degraded"
+
+    async def check_credentials(self) -> dict[str, Any]:
+        """Return who Jira thinks we are; raise JiraAuthError when it does not know us."""
+        call = _Call("GET", f"{self._api}/myself")
+        _, body = await self._send(call)
+        if not isinstance(body, dict):
+            raise JiraError(call.endpoint, 200, "the user is not a JSON object")
+        return body
+
+    async def read_issue(self, key: str) -> Issue | None:
+        """Read one issue by key or numeric id; None when Jira has none we may see."""
+        raw = await self._get_issue(_check_key(key))
+        return None if raw is None else normalize_issue(raw)
+
+    async def read_issues(self, keys: Sequence[str]) -> Reading:
+        wanted, tally = _sort_keys(keys)
+        chunks = [wanted[i : i + self._batch] for i in range(0, len(wanted), self._batch)]
+        fetch = self._search if self._flavor == "dc" else self._bulkfetch
+        for page in await _run_all(fetch(chunk) for chunk in chunks):
+            for raw in page:
+                tally.add(raw)
+        # A key missing from a bulk answer is deleted, hidden from us, moved (bulkfetch may
+        # also answer an old key under the new one), or was dropped by a transient issueError.
+        missing = [key for key in wanted if key not in tally.seen]
+        for key, raw in zip(missing, await _run_all(map(self._get_issue, missing)), strict=True):
+            tally.confirm(key, raw)
+        return tally.reading()
+
+    async def _get_issue(self, key: str) -> Any:
+        path = f"{self._api}/issue/{key}"
+        route = f"GET {self._api}/issue/{{key}}"
+        call = _Call("GET", path, route, (200, 404), params={"fields": ",".join(FIELDS)})
+        status, body = await self._send(call)
+        return None if status == 404 else body
+
+    async def _bulkfetch(self, keys: list[str]) -> list[Any]:
+        body = {"issueIdsOrKeys": keys, "fields": list(FIELDS)}
+        call = _Call("POST", f"{self._api}/issue/bulkfetch", body=body)
+        _, answer = await self._send(call)
+        return _issues(call, answer)
+
+    async def _search(self, keys: list[str]) -> list[Any]:
+        """Search `key in (...)`, dropping the keys Jira names as unknown, page by page."""
+        found: list[Any] = []
+        while keys:
+            query = _query(keys, start=len(found))
+            call = _Call("POST", f"{self._api}/search", accept=(200, 400), body=query)
+            status, answer = await self._send(call)
+            if status == 400:
+                keys, found = _drop_unknown(call, answer, keys), []
+                continue
+            page = _issues(call, answer)
+            found += page
+            if not page or len(found) >= _total(answer):
+                break
+        return found
+
+    async def _send(self, call: _Call) -> tuple[int, Any]:
+        """One logical request: the breaker, then attempts with retries; never raises _Retry."""
+        if (wait := self._breaker.admit()) is not None:
+            raise CircuitOpenError(call.endpoint, wait)
+        try:
+            answer = await self._retry(call)
+        except ThrottledError as exc:
+            # Nothing was sent, so this says nothing about Jira's health.
+            raise JiraRateLimitedError(call.endpoint, exc.retry_after, None) from None
+        except (JiraUnavailableError, JiraRateLimitedError):
+            self._fail()
+            raise
+        except JiraError:
+            self._breaker.record_success()  # Jira answered, if not as we wished: it is up
+            raise
+        self._breaker.record_success()
+        return answer
+
+    async def _retry(self, call: _Call) -> tuple[int, Any]:
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(call)
+            except _Retry as failure:
+                delay = self._delay(failure, attempt)
+                if attempt >= self._retries:
+                    raise failure.error(call.endpoint, delay) from failure.__cause__
+                logger.warning("Jira %s %s; retry in %.1fs", call.endpoint, failure.problem, delay)
+                if not failure.shared:
+                    await self._limiter.wait(delay)
+                attempt += 1
+
+    def _delay(self, failure: _Retry, attempt: int) -> float:
+        delay = failure.retry_after
+        delay = self._limiter.backoff(attempt) if delay is None else delay
+        if failure.shared:
+            # Jira limits the whole site, not one request: hold every request of the process,
+            # the next attempt of this one included, even when this one gives up.
+            self._limiter.pause(delay)
+        return delay
+
+    async def _attempt(self, call: _Call) -> tuple[int, Any]:
+        async with self._slots:
+            self.stats.rate_limit_wait += await self._limiter.acquire()
+            try:
+                async with self._session.request(
+                    call.method, self._base + call.path, json=call.body, params=call.params
+                ) as response:
+                    self.stats.requests[call.route, str(response.status)] += 1
+                    return await self._answer(call, response)
+            except TimeoutError as exc:
+                self.stats.requests[call.route, "timeout"] += 1
+                raise _Retry(None, None, "timed out") from exc
+            except aiohttp.ClientError as exc:
+                self.stats.requests[call.route, "connection_error"] += 1
+                raise _Retry(None, None, f"could not be reached ({type(exc).__name__})") from exc
+
+    async def _answer(self, call: _Call, response: aiohttp.ClientResponse) -> tuple[int, Any]:
+        status = response.status
+        _check_auth(call.endpoint, response)
+        if status == 429 or status >= 500:
+            if status == 429:
+                self.stats.rate_limited += 1
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Retry(status, retry_after, f"answered {status}")
+        body = await _read_json(response)
+        if status not in call.accept:
+            raise JiraError(call.endpoint, status, _message(body))
+        if body is None:
+            # Jira always answers JSON, even for 404; HTML means a proxy or a wrong base URL,
+            # and must not be read as "no such issue".
+            raise JiraUnavailableError(
+                call.endpoint, status, "answered with a body that is not JSON"
+            )
+        return status, body
+
+    def _fail(self) -> None:
+        was = self._breaker.state
+        self._breaker.record_failure()
+        if self._breaker.state == "open" and was != "open":
+            logger.error("Jira circuit opened after %d failures", self._breaker.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    path: str
+    template: str | None = None  # the endpoint with any issue key templated out
+    accept: tuple[int, ...] = (200,)
+    body: Any = None
+    params: dict[str, str] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def route(self) -> str:
+        """What the counters count by, so that they stay few."""
+        return self.template or self.endpoint
+
+
+class _Retry(Exception):
+    """A transient failure the retry loop handles; callers see a public error instead."""
+
+    def __init__(self, status: int | None, retry_after: float | None, problem: str) -> None:
+        super().__init__(problem)
+        self.status, self.retry_after, self.problem = status, retry_after, problem
+
+    @property
+    def shared(self) -> bool:
+        """Whether the pause it asks for holds every request, not just this one."""
+        return self.status in (429, 503)
+
+    def error(self, endpoint: str, delay: float) -> JiraError:
+        if self.status == 429:
+            return JiraRateLimitedError(endpoint, delay)
+        return JiraUnavailableError(endpoint, self.status, self.problem, self.retry_after)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The reading under construction, and every key and id Jira has answered for."""
+
+    seen: set[str] = field(default_factory=set)
+    issues: dict[int, Issue] = field(default_factory=dict)
+    moved: dict[str, int] = field(default_factory=dict)
+    not_found: list[str] = field(default_factory=list)
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, raw: Any, label: str | None = None) -> Issue | None:
+        self.seen.update(_identifiers(raw))
+        try:
+            issue = normalize_issue(raw)
+        except InvalidIssueError as exc:
+            self.invalid.append((label or _label(raw), exc.problem))
+            return None
+        self.issues[issue.id] = issue
+        return issue
+
+    def confirm(self, key: str, raw: Any) -> None:
+        if raw is None:
+            self.not_found.append(key)
+        elif (issue := self.add(raw, key)) and key not in (issue.key, str(issue.id)):
+            self.moved[key] = issue.id
+
+    def reading(self) -> Reading:
+        issues = list(self.issues.values())
+        return Reading(issues, self.moved, self.not_found, self.invalid)
+
+
+def _check_key(key: str) -> str:
+    """A key upper-cased, or an id without leading zeros; both are then safe in URLs and JQL."""
+    text = key.strip()
+    return str(int(text)) if text.isascii() and text.isdigit() else normalize_key(text)
+
+
+def _sort_keys(keys: Sequence[str]) -> tuple[list[str], _Tally]:
+    wanted: dict[str, None] = {}
+    tally = _Tally()
+    for key in keys:
+        try:
+            wanted[_check_key(key)] = None
+        except InvalidKeyError as exc:
+            tally.invalid.append((key, str(exc)))
+    return list(wanted), tally
+
+
+def _check_auth(endpoint: str, response: aiohttp.ClientResponse) -> None:
+    # Jira may answer bad credentials with a 200 as an anonymous user; only this header tells.
+    seraph = response.headers.get("X-Seraph-LoginReason", "")
+    failed = [word.strip() for word in seraph.split(",") if word.strip() in _LOGIN_FAILED]
+    # e.g. "CAPTCHA_CHALLENGE; login-url=...": after too many failed logins on Data Center.
+    denied = response.headers.get("X-Authentication-Denied-Reason", "").split(";")[0].strip()
+    if failed or response.status in (401, 403):
+        raise JiraAuthError(endpoint, response.status, failed[0] if failed else denied or None)
+
+
+async def _read_json(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return json.loads(await response.read())
+    except ValueError:  # also UnicodeDecodeError
+        return None
+
+
+def _texts(body: Any) -> list[str]:
+    """Jira's error strings: `errorMessages`, then the values of `errors`."""
+    messages = body.get("errorMessages") if isinstance(body, dict) else None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    texts = [*(messages or []), *(errors.values() if isinstance(errors, dict) else [])]
+    return [str(text) for text in texts]
+
+
+def _message(body: Any) -> str:
+    return "; ".join(_texts(body))[:300] or "no error message"
+
+
+def _issues(call: _Call, body: Any) -> list[Any]:
+    issues = body.get("issues") if isinstance(body, dict) else None
+    if not isinstance(issues, list):
+        raise JiraError(call.endpoint, 200, "the answer has no list of issues")
+    return issues
+
+
+def _total(body: Any) -> int:
+    total = body.get("total") if isinstance(body, dict) else None
+    return total if isinstance(total, int) else 0
+
+
+def _query(keys: list[str], start: int) -> dict[str, Any]:
+    # Keys are quoted; numeric ids are not, since JQL reads a quoted number as a key.
+    terms = ", ".join(key if key.isdigit() else f'"{key}"' for key in keys)
+    return {
+        "jql": f"key in ({terms})",
+        "startAt": start,
+        "maxResults": len(keys),
+        "fields": list(FIELDS),
+    }
+
+
+def _drop_unknown(call: _Call, body: Any, keys: list[str]) -> list[str]:
+    found = (_UNKNOWN_KEY.search(text) for text in _texts(body))
+    named = {(match[1] or match[2]).upper() for match in found if match}
+    if not named & set(keys):
+        raise JiraError(call.endpoint, 400, _message(body))
+    logger.info("Jira does not know %s; searching again without", sorted(named & set(keys)))
+    return [key for key in keys if key not in named]
+
+
+def _identifiers(raw: Any) -> set[str]:
+    if not isinstance(raw, dict):
+        return set()
+    values = (raw.get("key"), raw.get("id"))
+    return {str(value).upper() for value in values if isinstance(value, str | int)}
+
+
+def _label(raw: Any) -> str:
+    if isinstance(raw, dict):
+        return str(raw.get("key") or raw.get("id") or "?")
+    return "?"
+
+
+async def _run_all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run together; on the first failure cancel the rest and raise that error, unwrapped."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coro) for coro in coros]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]

@@ -1,0 +1,89 @@
+"""The polling fallback: claim due tracked keys under a lease, read them in bulk, release."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+
+import asyncpg
+
+from service import store, tracking
+from service.config import Settings
+from service.jira import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
+from service.refresh import Refresher, Report
+
+log = logging.getLogger(__name__)
+
+
+def owner_id() -> str:
+    """A name for this process's leases, unique across replicas and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Poller:
+    """Runs poll cycles, one at a time per process; a second caller joins the running one."""
+
+    def __init__(self, pool: asyncpg.Pool, refresher: Refresher, settings: Settings) -> None:
+        self.pool = pool
+        self.refresher = refresher
+        self.settings = settings
+        self.owner = owner_id()
+        self.stopping = False
+        self._running: asyncio.Task[Report] | None = None
+
+    async def poll(self) -> Report:
+        """Run a cycle now, or join the one already running."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._cycle())
+        return await asyncio.shield(self._running)
+
+    async def stop(self) -> None:
+        """Finish the current batch, leave no lease behind, and run no more."""
+        self.stopping = True
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+
+    async def _cycle(self) -> Report:
+        total = Report()
+        deadline = time.monotonic() + self.settings.poll_budget
+        while not self.stopping and time.monotonic() < deadline:
+            keys = await tracking.claim_due(
+                self.pool, self.owner, self.settings.poll_batch_size, self.settings.lease_seconds
+            )
+            if not keys or not await self._poll_batch(keys, total):
+                break
+        total.finished = time.monotonic()
+        return total
+
+    async def _poll_batch(self, keys: list[str], total: Report) -> bool:
+        """Read one claimed batch; answer whether the cycle should go on."""
+        try:
+            report = await self.refresher.refresh(keys, "poll")
+        except (JiraUnavailableError, JiraRateLimitedError) as exc:
+            # Nothing read: the keys are due again at once, for this or another replica.
+            await tracking.give_back(self.pool, self.owner, keys)
+            log.warning("poll stopped: Jira unavailable", extra={"error": str(exc)})
+            return False
+        except JiraAuthError as exc:
+            await self._fail_batch(keys, str(exc))
+            log.error("poll stopped: Jira refused our credentials", extra={"error": str(exc)})
+            return False
+        await self._release(report)
+        total.merge(report)
+        return True
+
+    async def _release(self, report: Report) -> None:
+        settings = self.settings
+        found = report.keys("refreshed", "unchanged", "failed")
+        missing = report.keys("not_found")
+        await tracking.release(self.pool, self.owner, found, settings.cache_ttl)
+        # Keys Jira does not know are checked rarely: they cost a request each.
+        await tracking.release(self.pool, self.owner, missing, settings.not_found_recheck)
+
+    async def _fail_batch(self, keys: list[str], error: str) -> None:
+        await store.mark_failed(self.pool, keys, error)
+        await tracking.release(self.pool, self.owner, keys, self.settings.cache_ttl)
