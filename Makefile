@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SIM_PORT ?= 8900
 
 .PHONY: install test run lint format clean
 
@@ -17,8 +18,17 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# With JIRA_BASE_URL unset, `make run` serves against a local Jira simulator so that
+# it works on a fresh machine; set the JIRA_* variables to cache your own Jira.
 run: install
-	$(BIN)/jira-status-cache serve
+	@if [ -n "$$JIRA_BASE_URL" ]; then exec $(BIN)/jira-status-cache serve; fi; \
+	echo "JIRA_BASE_URL is not set: serving against a local Jira simulator on 127.0.0.1:$(SIM_PORT)."; \
+	echo "Set JIRA_BASE_URL and JIRA_EMAIL + JIRA_API_TOKEN (or JIRA_PAT) to cache your Jira."; \
+	$(BIN)/jira-status-cache simulate --port $(SIM_PORT) --email dev@example.com --token dev-token \
+		--webhook-url http://127.0.0.1:$${PORT:-8000}/api/v1/webhooks/jira --webhook-secret dev-secret & \
+	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_EMAIL=dev@example.com JIRA_API_TOKEN=dev-token \
+	JIRA_WEBHOOK_SECRET=dev-secret $(BIN)/jira-status-cache serve
 
 lint: install
 	$(BIN)/ruff format --check service tests

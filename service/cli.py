@@ -28,11 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="apply migrations, then serve the HTTP API")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    commands.add_parser(
+        "simulate", help="run a local Jira simulator (see simulate --help)", add_help=False
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command == "simulate":
+        from service import simulator
+
+        return simulator.main(rest)
+    if rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:

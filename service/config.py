@@ -43,6 +43,11 @@ class Settings:
     jira_connect_timeout: float = 5.0
     jira_max_rps: float | None = None
     jira_max_retries: int = 4
+    jira_backoff_base: float = 2.0
+    jira_backoff_cap: float = 30.0
+    jira_max_wait: float = 60.0
+    jira_breaker_threshold: int = 5
+    jira_breaker_cool_off: float = 30.0
     negative_ttl: float = 300.0
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_max_body_bytes: int = 1024 * 1024
@@ -76,7 +81,14 @@ class Settings:
             jira_max_concurrency=read.number("JIRA_MAX_CONCURRENCY", int, 4, low=1, high=64),
             jira_batch_size=read.number("JIRA_BATCH_SIZE", int, 100, low=1, high=100),
             jira_timeout=read.number("JIRA_TIMEOUT", float, 30.0, low=0.1),
+            jira_connect_timeout=read.number("JIRA_CONNECT_TIMEOUT", float, 5.0, low=0.1),
             jira_max_rps=read.optional_number("JIRA_MAX_RPS", low=0.01),
+            jira_max_retries=read.number("JIRA_MAX_RETRIES", int, 4, low=0, high=20),
+            jira_backoff_base=read.number("JIRA_BACKOFF_BASE", float, 2.0, low=0.001),
+            jira_backoff_cap=read.number("JIRA_BACKOFF_CAP", float, 30.0, low=0.001),
+            jira_max_wait=read.number("JIRA_MAX_WAIT", float, 60.0, low=0),
+            jira_breaker_threshold=read.number("JIRA_BREAKER_THRESHOLD", int, 5, low=1),
+            jira_breaker_cool_off=read.number("JIRA_BREAKER_COOL_OFF", float, 30.0, low=0.01),
             negative_ttl=read.number("JIRA_NEGATIVE_TTL", float, 300.0, low=0),
             webhook_secret=read.text("JIRA_WEBHOOK_SECRET"),
             webhook_max_body_bytes=read.number(
@@ -85,6 +97,8 @@ class Settings:
             webhook_dedupe_days=read.number("WEBHOOK_DEDUPE_DAYS", float, 7.0, low=0.01),
             poll_interval=read.number("JIRA_POLL_INTERVAL", float, 60.0, low=0),
             poll_batch_size=read.number("JIRA_POLL_BATCH_SIZE", int, 1000, low=1, high=10000),
+            poll_budget=read.number("JIRA_POLL_BUDGET", float, 50.0, low=1),
+            lease_seconds=read.number("JIRA_LEASE_SECONDS", float, 120.0, low=1),
             not_found_recheck=read.number("JIRA_NOT_FOUND_RECHECK", float, 86400.0, low=1),
             cron_secret=read.text("CRON_SECRET"),
             log_level=read.choice(
@@ -110,6 +124,15 @@ class Settings:
                 f"required when HOST={self.host} is not loopback "
                 "(or set ALLOW_ANONYMOUS=true to serve without tokens)",
             )
+        if self.jira_base_url is None:
+            raise ConfigError(
+                "JIRA_BASE_URL", "required by serve (e.g. https://acme.atlassian.net)"
+            )
+        if self.jira_flavor == "dc" and not self.jira_pat:
+            raise ConfigError("JIRA_PAT", "required when JIRA_FLAVOR=dc")
+        if self.jira_flavor == "cloud" and not (self.jira_email and self.jira_api_token):
+            missing = "JIRA_EMAIL" if not self.jira_email else "JIRA_API_TOKEN"
+            raise ConfigError(missing, "required when JIRA_FLAVOR=cloud (Basic auth)")
 
 
 class _Reader:

@@ -143,8 +143,15 @@ class JiraClient:
         self._batch = settings.jira_batch_size
         self._retries = settings.jira_max_retries
         self._slots = asyncio.Semaphore(settings.jira_max_concurrency)
-        self._limiter = limiter or RateLimiter(max_rps=settings.jira_max_rps)
-        self._breaker = breaker or CircuitBreaker()
+        self._limiter = limiter or RateLimiter(
+            max_rps=settings.jira_max_rps,
+            base=settings.jira_backoff_base,
+            cap=settings.jira_backoff_cap,
+            max_wait=settings.jira_max_wait,
+        )
+        self._breaker = breaker or CircuitBreaker(
+            settings.jira_breaker_threshold, settings.jira_breaker_cool_off
+        )
         self.stats = Stats()
 
     def __repr__(self) -> str:
@@ -170,7 +177,9 @@ class JiraClient:
 
     async def read_issues(self, keys: Sequence[str]) -> Reading:
         wanted, tally = _sort_keys(keys)
-        chunks = [wanted[i : i + self._batch] for i in range(0, len(wanted), self._batch)]
+        # One key is one GET, which also answers a moved key: no bulk call needed.
+        bulk = wanted if len(wanted) > 1 else []
+        chunks = [bulk[i : i + self._batch] for i in range(0, len(bulk), self._batch)]
         fetch = self._search if self._flavor == "dc" else self._bulkfetch
         for page in await _run_all(fetch(chunk) for chunk in chunks):
             for raw in page:

@@ -48,15 +48,15 @@ written AS (
         failures = 0, deleted_at = NULL
      WHERE i.jira_updated_at <= excluded.jira_updated_at
        AND (i.deleted_at IS NULL OR i.deleted_at < excluded.jira_updated_at)
-    RETURNING i.id
+    RETURNING i.id, i.key
 ),
 keys AS (
     INSERT INTO issue_keys (key, issue_id)
-    SELECT key, id FROM incoming WHERE id IN (SELECT id FROM written)
+    SELECT key, id FROM written
     ON CONFLICT (key) DO UPDATE SET issue_id = excluded.issue_id, seen_at = now()
 ),
 found AS (
-    DELETE FROM missing_keys WHERE key IN (SELECT key FROM incoming)
+    DELETE FROM missing_keys m USING incoming WHERE m.key = incoming.key
 )
 SELECT incoming.id, previous.jira_updated_at AS previous,
        incoming.jira_updated_at AS current, written.id IS NOT NULL AS written

@@ -16,8 +16,10 @@ from asgi_lifespan import LifespanManager
 
 from service.app import create_app
 from service.config import Settings
-from service.database import start_embedded
+from service.database import open_pool, start_embedded
 from service.migrate import apply_migrations
+from service.simulator import Simulator
+from tests.live import jira_settings, serve, sim_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = [
@@ -61,8 +63,7 @@ async def database_url(server_dsn: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
-    assert created is not None
+    created = await open_pool(database_url, min_size=1, max_size=10)
     yield created
     await created.close()
 
@@ -104,3 +105,18 @@ class _AppClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
         await self.manager.__aexit__(*exc)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A Jira simulator that checks our credentials and signs its webhooks."""
+    async with Simulator(sim_options()) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def service(db: asyncpg.Pool, settings: Settings, sim: Simulator) -> AsyncIterator[str]:
+    """The service over real HTTP, reading from the simulator, its webhooks pointed at it."""
+    async with serve(jira_settings(settings, sim)) as url:
+        sim.options.webhook_url = f"{url}/api/v1/webhooks/jira"
+        yield url

@@ -14,6 +14,13 @@ import httpx
 import pytest
 
 COMMAND = [sys.executable, "-m", "service"]
+# Enough Jira configuration for `serve` to start; with polling off it never calls Jira.
+JIRA = {
+    "JIRA_BASE_URL": "http://127.0.0.1:9",
+    "JIRA_EMAIL": "cache@example.com",
+    "JIRA_API_TOKEN": "token-for-tests",
+    "JIRA_POLL_INTERVAL": "0",
+}
 
 
 def free_port() -> int:
@@ -60,13 +67,16 @@ def test_migrate_against_database_url(database_url: str) -> None:
     ("env", "named"),
     [
         ({"PORT": "eighty"}, "PORT"),
+        ({"JIRA_BASE_URL": ""}, "JIRA_BASE_URL"),
+        ({"JIRA_API_TOKEN": ""}, "JIRA_API_TOKEN"),
+        ({"JIRA_FLAVOR": "dc"}, "JIRA_PAT"),
         ({"JIRA_CACHE_TTL": "-1"}, "JIRA_CACHE_TTL"),
         ({"HOST": "0.0.0.0"}, "API_TOKENS"),
     ],
 )
 def test_bad_configuration_stops_start_up(env: dict[str, str], named: str) -> None:
     """A malformed or unsafe setting stops `serve` with a message naming the variable."""
-    result = run(["serve"], **env)
+    result = run(["serve"], **{**JIRA, **env})
     assert result.returncode == 2
     assert named in result.stderr and "Traceback" not in result.stderr
 
@@ -74,7 +84,7 @@ def test_bad_configuration_stops_start_up(env: dict[str, str], named: str) -> No
 def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
     """With no DATABASE_URL, serve starts its own PostgreSQL, answers, and exits 0 on SIGTERM."""
     port = free_port()
-    env = {**os.environ, "DATA_DIR": str(tmp_path), "PORT": str(port)}
+    env = {**os.environ, **JIRA, "DATA_DIR": str(tmp_path), "PORT": str(port)}
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
         [*COMMAND, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -60,7 +60,9 @@ def test_secrets_stay_out_of_repr() -> None:
 
 def test_public_host_needs_tokens_or_explicit_anonymity() -> None:
     """Serving on a non-loopback host without API_TOKENS is refused unless ALLOW_ANONYMOUS."""
+    jira = {"JIRA_BASE_URL": "https://acme.atlassian.net", "JIRA_EMAIL": "a@b.c"}
+    jira["JIRA_API_TOKEN"] = "t"
     with pytest.raises(ConfigError, match="API_TOKENS"):
-        Settings.from_env({"HOST": "0.0.0.0"}).check_serving()
-    Settings.from_env({"HOST": "0.0.0.0", "ALLOW_ANONYMOUS": "true"}).check_serving()
-    Settings.from_env({"HOST": "0.0.0.0", "API_TOKENS": "t"}).check_serving()
+        Settings.from_env({**jira, "HOST": "0.0.0.0"}).check_serving()
+    Settings.from_env({**jira, "HOST": "0.0.0.0", "ALLOW_ANONYMOUS": "true"}).check_serving()
+    Settings.from_env({**jira, "HOST": "0.0.0.0", "API_TOKENS": "t"}).check_serving()

@@ -171,7 +171,7 @@ async def test_seraph_login_failure_is_an_auth_error_whatever_the_status(
     headers = {"X-Seraph-LoginReason": reason}
     mocked.post(BULK, status=status, headers=headers, payload={"issues": []})
     with pytest.raises(JiraAuthError) as caught:
-        await make_client().read_issues(["PRJ-1"])
+        await make_client().read_issues(["PRJ-1", "PRJ-2"])
     assert caught.value.reason == reason
 
 
@@ -325,11 +325,21 @@ async def test_absent_key_confirmed_as_not_found(mocked, make_client):
     assert (reading.not_found, reading.moved) == (["PRJ-2"], {})
 
 
+async def test_one_key_is_one_get_and_no_bulk_call(mocked, make_client):
+    """A single key is read with one GET, which also answers a moved key."""
+    mocked.get(re.compile(r".*/issue/OLD-1\?.*"), payload=raw_issue("NEW-1", id=10001))
+    reading = await make_client().read_issues(["OLD-1"])
+    assert [issue.key for issue in reading.issues] == ["NEW-1"]
+    assert reading.moved == {"OLD-1": 10001}
+    assert count(mocked) == 1
+
+
 async def test_key_requested_by_id_is_found_by_id(mocked, make_client):
     """A numeric id found in the answer needs no confirming GET (none is mocked)."""
-    mocked.post(BULK, payload={"issues": [raw_issue("PRJ-1", id=10001)]})
-    reading = await make_client(jira_max_retries=0).read_issues(["10001"])
-    assert [issue.id for issue in reading.issues] == [10001]
+    answer = [raw_issue("PRJ-1", id=10001), raw_issue("PRJ-2", id=10002)]
+    mocked.post(BULK, payload={"issues": answer})
+    reading = await make_client(jira_max_retries=0).read_issues(["10001", "10002"])
+    assert [issue.id for issue in reading.issues] == [10001, 10002]
     assert count(mocked) == 1
 
 
@@ -385,7 +395,7 @@ async def test_other_4xx_is_a_plain_jira_error(mocked, make_client):
     bad = {"errorMessages": ["Field 'key' does not support searching."]}
     mocked.post(SEARCH, status=400, payload=bad)
     with pytest.raises(JiraError, match="does not support searching") as caught:
-        await make_client(DC).read_issues(["PRJ-1"])
+        await make_client(DC).read_issues(["PRJ-1", "PRJ-2"])
     assert type(caught.value) is JiraError
     assert caught.value.status == 400
 

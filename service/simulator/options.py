@@ -1,0 +1,53 @@
+"""The simulator's knobs: one mutable dataclass, so tests and /_sim can turn them at runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Flavor = Literal["cloud", "dc"]
+
+# Jira localizes status category names for the caller; only the category key is stable.
+ENGLISH_CATEGORIES: dict[str, str] = {
+    "new": "To Do",
+    "indeterminate": "In Progress",
+    "done": "Done",
+}
+GERMAN_CATEGORIES: dict[str, str] = {
+    "new": "Aufgaben",
+    "indeterminate": "In Arbeit",
+    "done": "Fertig",
+}
+
+ISSUE_EVENTS: frozenset[str] = frozenset(
+    {"jira:issue_created", "jira:issue_updated", "jira:issue_deleted", "comment_created"}
+)
+
+
+@dataclass(slots=True)
+class SimOptions:
+    """How the simulated site behaves; every field may change while it runs."""
+
+    flavor: Flavor = "cloud"
+    latency: float = 0.0
+    rate_limit: float = 0.0
+    burst: int = 20
+    retry_after: float | None = None
+    omit_retry_after: bool = False
+    email: str | None = None
+    token: str | None = field(default=None, repr=False)
+    pat: str | None = field(default=None, repr=False)
+    timezone: str = "America/Chicago"
+    category_names: dict[str, str] = field(default_factory=lambda: dict(GERMAN_CATEGORIES))
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret_in_query: bool = False
+    webhook_events: frozenset[str] = ISSUE_EVENTS
+    webhook_timeout: float = 5.0
+    webhook_backoff: float = 0.05
+    webhook_max_tries: int = 5
+    seed: int = 0
+
+    @property
+    def checks_credentials(self) -> bool:
+        return bool((self.email and self.token) or self.pat)
