@@ -1,0 +1,118 @@
+"""The poller's failure handling and the scheduler's jobs, called directly (never by clock)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import asyncpg
+import httpx
+
+from service import deliveries, store, tracking
+from service.config import Settings
+from service.jira import JiraClient, open_session
+from service.poller import Poller
+from service.refresh import Refresher
+from service.schedule import poll_job, prune_job, start_scheduler
+from service.simulator import Simulator
+from tests.factory import make_issue
+from tests.live import jira_settings, serve
+
+
+async def poll_with(pool: asyncpg.Pool, settings: Settings):
+    async with open_session(settings) as session:
+        client = JiraClient(session, settings)
+        poller = Poller(pool, Refresher(pool, client, settings.cache_ttl), settings)
+        return await poller.poll()
+
+
+async def test_auth_failure_marks_error_and_logs_once(sim, settings, db, caplog) -> None:
+    """Refused credentials mark the claimed issues error, log one line, and stop the run.
+
+    Asking again with credentials Jira refuses only risks locking the account (CAPTCHA).
+    """
+    keys = sim.seed(250, ["ALPHA"])
+    await store.upsert_issues(db, [make_issue(id=n, key=k) for n, k in enumerate(keys, 1)], "poll")
+    await tracking.track(db, keys)
+    wrong = jira_settings(settings, sim, jira_api_token="wrong-token", poll_batch_size=100)
+    with caplog.at_level(logging.WARNING, logger="service"):
+        report = await poll_with(db, wrong)
+    failed = await db.fetch("SELECT DISTINCT error FROM issues WHERE state = 'error'")
+    count = await db.fetchval("SELECT count(*) FROM issues WHERE state = 'error'")
+    credential_lines = [r for r in caplog.records if "credentials" in r.getMessage()]
+    assert report.results == {} and count == 100
+    assert "credentials refused" in failed[0]["error"] and "wrong-token" not in failed[0]["error"]
+    assert len(credential_lines) == 1 and sum(sim.counters.values()) == 1
+
+
+async def test_unknown_keys_are_rechecked_daily(sim, settings, db) -> None:
+    """A tracked key Jira does not know is due again only after JIRA_NOT_FOUND_RECHECK."""
+    (key,) = sim.seed(1, ["ALPHA"])
+    await tracking.track(db, [key, "NOPE-1"])
+    report = await poll_with(db, jira_settings(settings, sim))
+    due = dict(await db.fetch("SELECT key, next_due_at - now() FROM tracked"))
+    assert report.results["NOPE-1"].outcome == "not_found"
+    assert due["NOPE-1"] > timedelta(hours=23)
+    assert timedelta(minutes=50) < due[key] < timedelta(minutes=70)
+
+
+async def test_found_keys_spread_their_next_due_time(sim, settings, db) -> None:
+    """Keys read together come due again spread over about 10% of the TTL, not at once."""
+    keys = sim.seed(200, ["ALPHA"])
+    await tracking.track(db, keys)
+    await poll_with(db, jira_settings(settings, sim))
+    spread = await db.fetchval(
+        "SELECT extract(epoch FROM max(next_due_at) - min(next_due_at)) FROM tracked"
+    )
+    assert 60 < spread <= 720
+
+
+async def test_poll_job_survives_any_failure(settings, db, caplog) -> None:
+    """The job at the top of the scheduler logs a failure and returns, so the next run happens."""
+
+    class Broken:
+        async def poll(self) -> None:
+            raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR):
+        await poll_job(Broken())  # type: ignore[arg-type]
+    assert "poll run failed" in caplog.text
+
+
+async def test_prune_removes_only_old_deliveries(db) -> None:
+    """The pruning job deletes delivery records older than the retention, keeps the rest."""
+    await deliveries.record_delivery(db, "old", "jira:issue_updated")
+    await deliveries.record_delivery(db, "new", "jira:issue_updated")
+    await db.execute("UPDATE webhook_deliveries SET received_at = now() - interval '8 days' WHERE id = 'old'")
+    await prune_job(db, 7.0)
+    assert [row["id"] for row in await db.fetch("SELECT id FROM webhook_deliveries")] == ["new"]
+
+
+async def test_scheduler_runs_one_poll_at_a_time(sim, settings, db) -> None:
+    """The poll job is registered with max_instances=1 and coalescing; interval 0 disables it."""
+    wired = jira_settings(settings, sim, poll_interval=30.0)
+    async with open_session(wired) as session:
+        poller = Poller(db, Refresher(db, JiraClient(session, wired), 3600), wired)
+        scheduler = start_scheduler(poller, db, wired)
+        job = scheduler.get_job("poll")
+        scheduler.shutdown(wait=False)
+        quiet = start_scheduler(poller, db, jira_settings(settings, sim, poll_interval=0.0))
+        jobs = [j.id for j in quiet.get_jobs()]
+        quiet.shutdown(wait=False)
+    assert job.max_instances == 1 and job.coalesce is True
+    assert job.trigger.interval.total_seconds() == 30
+    assert jobs == ["prune"]
+
+
+async def test_healthz_reports_jira_degraded_but_stays_ready(settings, db) -> None:
+    """With Jira failing, /healthz says degraded while /readyz stays ready."""
+    async with Simulator() as sim:
+        sim.fail_next(100, status=503)
+        wired = jira_settings(settings, sim, jira_max_retries=0, jira_breaker_threshold=1)
+        async with serve(wired) as url, httpx.AsyncClient(base_url=url) as http:
+            ok = (await http.get("/healthz")).json()
+            await http.get("/api/v1/issues/ALPHA-1")
+            degraded = (await http.get("/healthz")).json()
+            ready = await http.get("/readyz")
+    assert ok["jira"] == "ok" and degraded["jira"] == "degraded"
+    assert ready.status_code == 200
