@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +16,7 @@ from service.config import Settings
 from service.errors import ApiError
 from service.jira import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key
-from service.refresh import Refresher
+from service.refresh import Refresher, Report
 
 
 def render_time(value: datetime) -> str:
@@ -86,13 +88,32 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
     if not wanted:
         return found
     try:
-        report = await refresher.refresh(wanted, "refresh")
+        report = await bounded(refresher.refresh(wanted, "refresh"), settings.read_timeout)
     except JiraError:
         if all(key in found for key in wanted):
             return found  # Jira is down but the cache has an answer: serve it, stale.
         raise
     await tracking.track(pool, report.keys("refreshed", "unchanged"))
     return await store.select_by_keys(pool, keys)
+
+
+async def bounded(work: Coroutine[Any, Any, Report], seconds: float) -> Report:
+    """Wait at most `seconds` for a read; past that answer 503 while the read goes on.
+
+    The read keeps its retries and fills the cache for the next caller, but a reader in
+    someone's hot path is not held for Jira's whole backoff.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), seconds)
+    except TimeoutError:
+        raise ApiError(
+            503,
+            "jira_slow",
+            f"Jira did not answer within {seconds:g}s; retry later",
+            {"Retry-After": "5"},
+        ) from None
 
 
 def _older(cached: CachedIssue, max_age: float | None, now: datetime) -> bool:

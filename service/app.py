@@ -14,10 +14,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from service import api, jira, migrate, triggers, webhook
+from service.access import Access
 from service.config import Settings
 from service.database import open_pool
 from service.errors import DATABASE_DOWN, HANDLERS
 from service.guard import BodyLimit, TokenGuard
+from service.metrics import Metrics, get_metrics
 from service.poller import Poller
 from service.refresh import Refresher
 from service.schedule import start_scheduler
@@ -31,6 +33,7 @@ CRON_PATH = "/api/v1/cron/jira-refresh"
 class State(TypedDict):
     settings: Settings
     pool: asyncpg.Pool
+    metrics: Metrics
     jira: jira.JiraClient | None
     refresher: Refresher | None
     poller: Poller | None
@@ -56,7 +59,7 @@ async def readyz(request: Request) -> Response:
 
 @contextlib.asynccontextmanager
 async def jira_parts(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, metrics: Metrics
 ) -> AsyncIterator[tuple[jira.JiraClient | None, Refresher | None, Poller | None]]:
     """The Jira session, client, refresher, poller and scheduler, when Jira is configured."""
     if settings.jira_base_url is None:
@@ -64,7 +67,8 @@ async def jira_parts(
         return
     async with jira.open_session(settings) as session:
         client = jira.JiraClient(session, settings)
-        refresher = Refresher(pool, client, settings.cache_ttl)
+        metrics.watch_jira(client)
+        refresher = Refresher(pool, client, settings.cache_ttl, metrics)
         poller = Poller(pool, refresher, settings)
         scheduler = start_scheduler(poller, pool, settings) if settings.poll_interval else None
         try:
@@ -79,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
     dsn = settings.database_url
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -86,9 +91,14 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with pool.acquire() as connection:
                 await migrate.apply_migrations(connection)
-            async with jira_parts(settings, pool) as (client, refresher, poller):
+            async with jira_parts(settings, pool, metrics) as (client, refresher, poller):
                 state = State(
-                    settings=settings, pool=pool, jira=client, refresher=refresher, poller=poller
+                    settings=settings,
+                    pool=pool,
+                    metrics=metrics,
+                    jira=client,
+                    refresher=refresher,
+                    poller=poller,
                 )
                 yield dict(state)
         finally:
@@ -98,12 +108,14 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", get_metrics, methods=["GET"]),
             Route(WEBHOOK_PATH, webhook.receive, methods=["POST"]),
             Route("/api/v1/webhooks/dead-letters", webhook.get_dead_letters, methods=["GET"]),
             Route(CRON_PATH, triggers.cron_refresh, methods=["GET"]),
             Mount("/api/v1", routes=api.routes + triggers.routes),
         ],
         middleware=[
+            Middleware(Access, metrics=metrics),
             Middleware(
                 TokenGuard,
                 tokens=settings.api_tokens,

@@ -15,6 +15,7 @@ import uvicorn
 
 from service.config import ConfigError, Settings
 from service.database import open_pool, resolve_dsn
+from service.logs import setup_logging
 
 log = logging.getLogger("service")
 
@@ -47,13 +48,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s %(message)s")
+    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
     commands = {"serve": serve, "migrate": migrate}
     try:
         return commands[args.command](settings)
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def secrets_of(settings: Settings) -> list[str | None]:
+    """Every configured secret, so that no log line can carry one."""
+    return [
+        settings.database_url,
+        settings.jira_api_token,
+        settings.jira_pat,
+        settings.webhook_secret,
+        settings.cron_secret,
+        *settings.api_tokens,
+    ]
 
 
 def serve(settings: Settings) -> int:

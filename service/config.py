@@ -49,6 +49,7 @@ class Settings:
     jira_breaker_threshold: int = 5
     jira_breaker_cool_off: float = 30.0
     negative_ttl: float = 300.0
+    read_timeout: float = 10.0
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_max_body_bytes: int = 1024 * 1024
     webhook_dedupe_days: float = 7.0
@@ -90,6 +91,7 @@ class Settings:
             jira_breaker_threshold=read.number("JIRA_BREAKER_THRESHOLD", int, 5, low=1),
             jira_breaker_cool_off=read.number("JIRA_BREAKER_COOL_OFF", float, 30.0, low=0.01),
             negative_ttl=read.number("JIRA_NEGATIVE_TTL", float, 300.0, low=0),
+            read_timeout=read.number("READ_THROUGH_TIMEOUT", float, 10.0, low=0.1),
             webhook_secret=read.text("JIRA_WEBHOOK_SECRET"),
             webhook_max_body_bytes=read.number(
                 "WEBHOOK_MAX_BODY_BYTES", int, 1024 * 1024, low=1024

@@ -158,6 +158,10 @@ class JiraClient:
         return f"JiraClient(host={URL(self._base).host!r}, flavor={self._flavor!r})"
 
     @property
+    def breaker_state(self) -> str:
+        return self._breaker.state
+
+    @property
     def health(self) -> Literal["ok", "degraded"]:
         breaker = self._breaker
         return "ok" if breaker.state == "closed" and breaker.failures == 0 else "degraded"

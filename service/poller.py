@@ -48,6 +48,19 @@ class Poller:
             await asyncio.gather(self._running, return_exceptions=True)
 
     async def _cycle(self) -> Report:
+        metrics = self.refresher.metrics
+        try:
+            report = await self._claim_and_read()
+        except Exception:
+            if metrics is not None:
+                metrics.poll_runs.labels("error").inc()
+            raise
+        if metrics is not None:
+            metrics.poll_runs.labels("ok").inc()
+            metrics.poll_seconds.observe((report.finished or report.started) - report.started)
+        return report
+
+    async def _claim_and_read(self) -> Report:
         total = Report()
         deadline = time.monotonic() + self.settings.poll_budget
         while not self.stopping and time.monotonic() < deadline:

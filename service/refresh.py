@@ -12,6 +12,7 @@ import asyncpg
 
 from service import store, tracking
 from service.jira import JiraClient, Reading
+from service.metrics import Metrics
 from service.model import Source
 
 KeyOutcome = Literal["refreshed", "unchanged", "not_found", "failed"]
@@ -60,10 +61,13 @@ class Report:
 class Refresher:
     """Reads keys through the Jira client into the store; concurrent reads of a key share one."""
 
-    def __init__(self, pool: asyncpg.Pool, client: JiraClient, ttl: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, client: JiraClient, ttl: float, metrics: Metrics | None = None
+    ) -> None:
         self.pool = pool
         self.client = client
         self.ttl = ttl
+        self.metrics = metrics
         self._flights: dict[str, asyncio.Future[KeyResult]] = {}
 
     async def refresh(self, keys: Sequence[str], source: Source) -> Report:
@@ -94,7 +98,13 @@ class Refresher:
                 self._flights.pop(key, None)
         for key, flight in flights.items():
             flight.set_result(report.results[key])
+        self._count(report, source)
         return report
+
+    def _count(self, report: Report, source: Source) -> None:
+        if self.metrics is not None:
+            for result in report.results.values():
+                self.metrics.refreshed.labels(source, result.outcome).inc()
 
     async def _read_and_store(self, keys: list[str], source: Source) -> Report:
         reading = await self.client.read_issues(keys)

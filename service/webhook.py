@@ -17,6 +17,7 @@ from service import deliveries, store, tracking
 from service.config import Settings
 from service.database import Connection, Executor
 from service.errors import ApiError
+from service.metrics import Metrics
 from service.model import InvalidIssueError, normalize_issue, normalize_key
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,15 @@ log = logging.getLogger(__name__)
 Outcome = Literal["applied", "stale", "duplicate", "ignored", "due"]
 FULL_ISSUE_EVENTS = frozenset({"jira:issue_created", "jira:issue_updated"})
 DELETE_EVENT = "jira:issue_deleted"
+KNOWN_EVENTS = FULL_ISSUE_EVENTS | {
+    DELETE_EVENT,
+    "comment_created",
+    "comment_updated",
+    "comment_deleted",
+    "worklog_created",
+    "worklog_updated",
+    "worklog_deleted",
+}
 # hashlib names Jira (and other senders of X-Hub-Signature) may use; sha1 is too weak.
 SIGNATURE_METHODS = frozenset({"sha256", "sha384", "sha512"})
 
@@ -145,6 +155,19 @@ def event_time(payload: dict[str, Any]) -> datetime:
 
 
 async def receive(request: Request) -> Response:
+    metrics: Metrics = request.state.metrics
+    try:
+        event, outcome = await _receive(request)
+    except ApiError as exc:
+        if exc.status == 401:
+            metrics.signature_failures.labels(exc.code).inc()
+        metrics.webhooks.labels("unknown", "rejected").inc()
+        raise
+    metrics.webhooks.labels(event, outcome).inc()
+    return JSONResponse({"outcome": outcome})
+
+
+async def _receive(request: Request) -> tuple[str, Outcome]:
     settings: Settings = request.state.settings
     if not settings.webhook_secret:
         raise ApiError(403, "webhooks_disabled", "set JIRA_WEBHOOK_SECRET to accept webhooks")
@@ -165,7 +188,8 @@ async def receive(request: Request) -> Response:
             request.state.pool, identifier, str(exc), body.decode("utf-8", "replace")
         )
         raise ApiError(400, "unusable_payload", str(exc)) from None
-    return JSONResponse({"outcome": outcome})
+    # Label values stay few: Jira's event names, or "other" for anything unexpected.
+    return (delivery.event if delivery.event in KNOWN_EVENTS else "other"), outcome
 
 
 async def get_dead_letters(request: Request) -> Response:

@@ -156,3 +156,18 @@ async def test_jira_down_on_a_miss_is_503_with_retry_after(sim, settings, db) ->
     assert miss.status_code == 503 and int(miss.headers["Retry-After"]) >= 1
     assert miss.json()["error"]["code"] == "jira_unavailable"
     assert hit.status_code == 200
+
+
+async def test_slow_jira_answers_503_in_bounded_time_and_fills_cache(sim, settings, db) -> None:
+    """A miss waits at most READ_THROUGH_TIMEOUT; the read goes on and the next GET is a hit."""
+    (key,) = sim.seed(1, ["ALPHA"])
+    sim.options.latency = 0.6
+    wired = jira_settings(settings, sim, read_timeout=0.2)
+    async with serve(wired) as url, httpx.AsyncClient(base_url=url) as http:
+        slow = await http.get(f"/api/v1/issues/{key}")
+        await asyncio.sleep(0.6)
+        sim.options.latency = 0.0
+        sim.reset_counters()
+        later = await http.get(f"/api/v1/issues/{key}")
+    assert slow.status_code == 503 and slow.json()["error"]["code"] == "jira_slow"
+    assert later.status_code == 200 and sum(sim.counters.values()) == 0

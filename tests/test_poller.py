@@ -83,7 +83,9 @@ async def test_prune_removes_only_old_deliveries(db) -> None:
     """The pruning job deletes delivery records older than the retention, keeps the rest."""
     await deliveries.record_delivery(db, "old", "jira:issue_updated")
     await deliveries.record_delivery(db, "new", "jira:issue_updated")
-    await db.execute("UPDATE webhook_deliveries SET received_at = now() - interval '8 days' WHERE id = 'old'")
+    await db.execute(
+        "UPDATE webhook_deliveries SET received_at = now() - interval '8 days' WHERE id = 'old'"
+    )
     await prune_job(db, 7.0)
     assert [row["id"] for row in await db.fetch("SELECT id FROM webhook_deliveries")] == ["new"]
 

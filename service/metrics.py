@@ -1,0 +1,127 @@
+"""Prometheus metrics: one registry per app, counted where things happen, read at scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.jira import JiraClient
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+# Computed at scrape time: cheap aggregates over the tracked set and the cache.
+_CACHE_QUERY = """
+SELECT (SELECT count(*) FROM tracked) AS tracked,
+       (SELECT count(*) FROM tracked WHERE next_due_at <= now()) AS due,
+       (SELECT count(*) FROM issues
+         WHERE fetched_at < now() - make_interval(secs => $1)) AS stale,
+       (SELECT coalesce(extract(epoch FROM now() - min(fetched_at)), 0)
+          FROM issues WHERE state = 'ok') AS oldest
+"""
+
+
+class Metrics:
+    """Every metric of the service, registered in its own registry (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "jsc_webhooks",
+            "Webhook deliveries by event and outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.signature_failures = Counter(
+            "jsc_webhook_signature_failures",
+            "Webhooks refused for their signature",
+            ["reason"],
+            registry=r,
+        )
+        self.poll_runs = Counter("jsc_poll_runs", "Poll runs by result", ["result"], registry=r)
+        self.poll_seconds = Histogram(
+            "jsc_poll_run_seconds",
+            "Duration of poll runs",
+            registry=r,
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.refreshed = Counter(
+            "jsc_issues_refreshed",
+            "Keys read from Jira by source and outcome",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "jsc_http_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route", "status"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.tracked = Gauge("jsc_tracked_issues", "Keys the poller keeps fresh", registry=r)
+        self.due = Gauge("jsc_due_issues", "Tracked keys due for a read now", registry=r)
+        self.stale = Gauge("jsc_stale_issues", "Cached issues older than the TTL", registry=r)
+        self.oldest = Gauge(
+            "jsc_cache_oldest_age_seconds", "Age of the oldest cached issue", registry=r
+        )
+        self.pool_in_use = Gauge("jsc_db_pool_in_use", "Database connections in use", registry=r)
+        self.pool_size = Gauge("jsc_db_pool_size", "Database connections open", registry=r)
+
+    def watch_jira(self, client: JiraClient) -> None:
+        self.registry.register(JiraCollector(client))
+
+    async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
+        """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""
+        row = await pool.fetchrow(_CACHE_QUERY, ttl)
+        if row is not None:
+            self.tracked.set(row["tracked"])
+            self.due.set(row["due"])
+            self.stale.set(row["stale"])
+            self.oldest.set(float(row["oldest"]))
+        self.pool_size.set(pool.get_size())
+        self.pool_in_use.set(pool.get_size() - pool.get_idle_size())
+
+
+class JiraCollector(Collector):
+    """The Jira client's own counters, read at scrape time so the client stays plain."""
+
+    def __init__(self, client: JiraClient) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self.client.stats
+        requests = CounterMetricFamily(
+            "jsc_jira_requests",
+            "Requests to Jira by endpoint and status",
+            labels=["endpoint", "status"],
+        )
+        for (route, status), count in sorted(stats.requests.items()):
+            requests.add_metric([route, status], count)
+        yield requests
+        yield CounterMetricFamily(
+            "jsc_jira_rate_limited", "429 answers from Jira", stats.rate_limited
+        )
+        yield CounterMetricFamily(
+            "jsc_jira_rate_limit_wait_seconds",
+            "Time spent waiting on Jira's limits",
+            stats.rate_limit_wait,
+        )
+        breaker = GaugeMetricFamily(
+            "jsc_jira_circuit_state", "1 for the circuit breaker's current state", labels=["state"]
+        )
+        for state in _BREAKER_STATES:
+            breaker.add_metric([state], 1.0 if self.client.breaker_state == state else 0.0)
+        yield breaker
+
+
+async def get_metrics(request: Request) -> Response:
+    metrics: Metrics = request.state.metrics
+    await metrics.sample(request.state.pool, request.state.settings.cache_ttl)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)

@@ -1,0 +1,143 @@
+"""Metrics, request ids and JSON logs that never carry a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+
+import httpx
+import pytest
+
+from service.logs import JsonFormatter, Redactor, request_id
+from tests.live import jira_settings, serve
+from tests.payloads import SECRET, encode, event, headers
+from tests.test_cli import COMMAND, JIRA, free_port, wait_healthy
+
+METRIC_NAMES = [
+    "jsc_webhooks_total",
+    "jsc_webhook_signature_failures_total",
+    "jsc_poll_runs_total",
+    "jsc_poll_run_seconds_bucket",
+    "jsc_issues_refreshed_total",
+    "jsc_jira_requests_total",
+    "jsc_jira_rate_limited_total",
+    "jsc_jira_rate_limit_wait_seconds_total",
+    "jsc_jira_circuit_state",
+    "jsc_tracked_issues",
+    "jsc_due_issues",
+    "jsc_stale_issues",
+    "jsc_cache_oldest_age_seconds",
+    "jsc_http_request_seconds_bucket",
+    "jsc_db_pool_in_use",
+]
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, or 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_what_happened(sim, settings, db) -> None:
+    """After webhooks, a bad signature, a poll and reads, /metrics shows each of them."""
+    keys = sim.seed(3, ["ALPHA"])
+    async with serve(jira_settings(settings, sim)) as url, httpx.AsyncClient(base_url=url) as http:
+        for key in keys:
+            await http.put(f"/api/v1/projects/p/jira/{key}")
+        await http.get("/api/v1/cron/jira-refresh")
+        body = encode(event())
+        await http.post("/api/v1/webhooks/jira", content=body, headers=headers(body))
+        await http.post("/api/v1/webhooks/jira", content=body, headers={"X-Hub-Signature": "x"})
+        await http.get(f"/api/v1/issues/{keys[0]}")
+        text = (await http.get("/metrics")).text
+    assert [name for name in METRIC_NAMES if name not in text] == []
+    assert sample(text, "jsc_webhooks_total", event="jira:issue_updated", outcome="applied") == 1
+    assert sample(text, "jsc_webhook_signature_failures_total", reason="invalid_signature") == 1
+    assert sample(text, "jsc_issues_refreshed_total", source="poll", outcome="refreshed") == 3
+    assert sample(text, "jsc_tracked_issues") == 3
+    assert sample(text, "jsc_jira_circuit_state", state="closed") == 1
+    route = 'route="/api/v1/issues/{key}"'
+    assert route in text and 'route="/api/v1/projects/{project_id}/jira/{key}"' in text
+
+
+async def test_request_id_is_returned_and_kept(client) -> None:
+    """Each answer carries X-Request-ID: the caller's when it is plain, a new one otherwise."""
+    mine = await client.get("/healthz", headers={"X-Request-ID": "trace-42"})
+    bad = await client.get("/healthz", headers={"X-Request-ID": "x" * 100})
+    none = await client.get("/healthz")
+    assert mine.headers["X-Request-ID"] == "trace-42"
+    assert len(bad.headers["X-Request-ID"]) == 16 and len(none.headers["X-Request-ID"]) == 16
+
+
+def test_json_line_has_the_event_its_context_and_request_id() -> None:
+    """A record becomes one JSON object with time, level, logger, event, extras, request id."""
+    record = logging.makeLogRecord(
+        {"name": "service.poller", "levelname": "INFO", "msg": "poll run", "count": 3}
+    )
+    token = request_id.set("abc")
+    Redactor([]).filter(record)
+    request_id.reset(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == "poll run" and line["count"] == 3 and line["request_id"] == "abc"
+    assert line["level"] == "info" and line["logger"] == "service.poller" and "time" in line
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer tok-12345 sent",
+        "X-Hub-Signature sha256=0123456789abcdef0123456789abcdef",
+        "GET /api/v1/webhooks/jira?secret=abc123xyz",
+        "postgresql://cache:pw-hunter2@db:5432/cache",
+        "the configured secret verysecretvalue leaked",
+    ],
+)
+def test_redactor_removes_credentials(text: str) -> None:
+    """Configured secrets and credential-looking text are replaced in messages and extras."""
+    redactor = Redactor(["verysecretvalue"])
+    record = logging.makeLogRecord({"msg": text, "detail": {"nested": text}})
+    redactor.filter(record)
+    for leaked in ("tok-12345", "0123456789abcdef", "abc123xyz", "hunter2", "verysecretvalue"):
+        assert leaked not in record.getMessage() and leaked not in json.dumps(record.detail)
+
+
+def test_serve_logs_json_lines_without_secrets(database_url: str) -> None:
+    """A real serve process logs one JSON object per line, and no secret, token or signature."""
+    port = free_port()
+    token, cron = "api-token-abcdef", "cron-secret-abcdef"
+    env = {
+        **os.environ,
+        **JIRA,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "API_TOKENS": token,
+        "CRON_SECRET": cron,
+        "JIRA_WEBHOOK_SECRET": SECRET,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "DEBUG",
+    }
+    process = subprocess.Popen(
+        [*COMMAND, "serve"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{base}/healthz", process)
+        body = encode(event())
+        httpx.post(f"{base}/api/v1/webhooks/jira", content=body, headers=headers(body))
+        httpx.post(f"{base}/api/v1/webhooks/jira?secret={SECRET}", content=body)
+        httpx.get(f"{base}/api/v1/issues/PRJ-7", headers={"Authorization": f"Bearer {token}"})
+        httpx.get(f"{base}/api/v1/cron/jira-refresh", headers={"Authorization": f"Bearer {cron}"})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]
+    assert any(line.get("event") == "request" and line.get("request_id") for line in parsed)
+    assert "jira-token-for-tests" not in stderr and "token-for-tests" not in stderr
+    for secret in (token, cron, SECRET, headers(body)["X-Hub-Signature"].split("=")[1]):
+        assert secret not in stderr
