@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8900
 
-.PHONY: install test run lint format clean
+.PHONY: install test test-pg15 run lint format clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ test: install
 
 # With JIRA_BASE_URL unset, `make run` serves against a local Jira simulator so that
 # it works on a fresh machine; set the JIRA_* variables to cache your own Jira.
+# The same suite against a throwaway PostgreSQL 15 server (needs postgresql-15 installed).
+test-pg15: install
+	.ci/with-postgres15 $(BIN)/pytest $(PYTEST_ARGS)
+
 run: install
 	@if [ -n "$$JIRA_BASE_URL" ]; then exec $(BIN)/jira-status-cache serve; fi; \
 	echo "JIRA_BASE_URL is not set: serving against a local Jira simulator on 127.0.0.1:$(SIM_PORT)."; \
