@@ -16,8 +16,9 @@ import aiohttp
 from yarl import URL
 
 from service.config import ConfigError, Settings
-from service.model import InvalidIssueError, InvalidKeyError, Issue, normalize_issue, normalize_key
+from service.model import Issue, normalize_issue
 from service.ratelimit import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
+from service.reading import Reading, check_key, sort_keys
 
 # The errors, most general first. `endpoint` is always "METHOD /path", never a full URL.
 #
@@ -75,16 +76,6 @@ _UNKNOWN_KEY = re.compile(
 )
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """What Jira said about a batch of requested keys (or numeric ids)."""
-
-    issues: list[Issue]
-    moved: dict[str, int]  # requested key -> id of the issue that now has another key
-    not_found: list[str]
-    invalid: list[tuple[str, str]]  # (key, problem): a malformed key or unusable issue JSON
 
 
 @dataclass(slots=True)
@@ -176,11 +167,11 @@ class JiraClient:
 
     async def read_issue(self, key: str) -> Issue | None:
         """Read one issue by key or numeric id; None when Jira has none we may see."""
-        raw = await self._get_issue(_check_key(key))
+        raw = await self._get_issue(check_key(key))
         return None if raw is None else normalize_issue(raw)
 
     async def read_issues(self, keys: Sequence[str]) -> Reading:
-        wanted, tally = _sort_keys(keys)
+        wanted, tally = sort_keys(keys)
         # One key is one GET, which also answers a moved key: no bulk call needed.
         bulk = wanted if len(wanted) > 1 else []
         chunks = [bulk[i : i + self._batch] for i in range(0, len(bulk), self._batch)]
@@ -344,54 +335,6 @@ class _Retry(Exception):
         return JiraUnavailableError(endpoint, self.status, self.problem, self.retry_after)
 
 
-@dataclass(slots=True)
-class _Tally:
-    """The reading under construction, and every key and id Jira has answered for."""
-
-    seen: set[str] = field(default_factory=set)
-    issues: dict[int, Issue] = field(default_factory=dict)
-    moved: dict[str, int] = field(default_factory=dict)
-    not_found: list[str] = field(default_factory=list)
-    invalid: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, raw: Any, label: str | None = None) -> Issue | None:
-        self.seen.update(_identifiers(raw))
-        try:
-            issue = normalize_issue(raw)
-        except InvalidIssueError as exc:
-            self.invalid.append((label or _label(raw), exc.problem))
-            return None
-        self.issues[issue.id] = issue
-        return issue
-
-    def confirm(self, key: str, raw: Any) -> None:
-        if raw is None:
-            self.not_found.append(key)
-        elif (issue := self.add(raw, key)) and key not in (issue.key, str(issue.id)):
-            self.moved[key] = issue.id
-
-    def reading(self) -> Reading:
-        issues = list(self.issues.values())
-        return Reading(issues, self.moved, self.not_found, self.invalid)
-
-
-def _check_key(key: str) -> str:
-    """A key upper-cased, or an id without leading zeros; both are then safe in URLs and JQL."""
-    text = key.strip()
-    return str(int(text)) if text.isascii() and text.isdigit() else normalize_key(text)
-
-
-def _sort_keys(keys: Sequence[str]) -> tuple[list[str], _Tally]:
-    wanted: dict[str, None] = {}
-    tally = _Tally()
-    for key in keys:
-        try:
-            wanted[_check_key(key)] = None
-        except InvalidKeyError as exc:
-            tally.invalid.append((key, str(exc)))
-    return list(wanted), tally
-
-
 def _check_auth(endpoint: str, response: aiohttp.ClientResponse) -> None:
     # Jira may answer bad credentials with a 200 as an anonymous user; only this header tells.
     seraph = response.headers.get("X-Seraph-LoginReason", "")
@@ -451,19 +394,6 @@ def _drop_unknown(call: _Call, body: Any, keys: list[str]) -> list[str]:
         raise JiraError(call.endpoint, 400, _message(body))
     logger.info("Jira does not know %s; searching again without", sorted(named & set(keys)))
     return [key for key in keys if key not in named]
-
-
-def _identifiers(raw: Any) -> set[str]:
-    if not isinstance(raw, dict):
-        return set()
-    values = (raw.get("key"), raw.get("id"))
-    return {str(value).upper() for value in values if isinstance(value, str | int)}
-
-
-def _label(raw: Any) -> str:
-    if isinstance(raw, dict):
-        return str(raw.get("key") or raw.get("id") or "?")
-    return "?"
 
 
 async def _run_all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:

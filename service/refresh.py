@@ -11,9 +11,10 @@ from typing import Literal
 import asyncpg
 
 from service import store, tracking
-from service.jira import JiraClient, Reading
+from service.jira import JiraClient
 from service.metrics import Metrics
 from service.model import Source
+from service.reading import Reading
 
 KeyOutcome = Literal["refreshed", "unchanged", "not_found", "failed"]
 
