@@ -17,13 +17,15 @@ Outcome = Literal["created", "updated", "unchanged", "stale"]
 # the write, which tells a created row from an updated, unchanged or stale one.
 # The WHERE keeps the write forward: an older Jira `updated` never replaces a newer
 # one, and an update older than a deletion never brings the issue back.
-_UPSERT = """
-WITH incoming AS (
+_UPSERT_TEMPLATE = """
+WITH {gate}
+incoming AS (
     SELECT * FROM unnest(
         $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::text[], $9::text[], $10::timestamptz[]
     ) AS t(id, key, status_id, status_name, status_category, summary,
            assignee_account_id, assignee_display_name, priority, jira_updated_at)
+    {only_if}
 ),
 previous AS (
     SELECT issues.id, issues.jira_updated_at
@@ -51,19 +53,37 @@ written AS (
     RETURNING i.id, i.key
 ),
 keys AS (
-    INSERT INTO issue_keys (key, issue_id)
+    INSERT INTO issue_keys AS k (key, issue_id)
     SELECT key, id FROM written
     ON CONFLICT (key) DO UPDATE SET issue_id = excluded.issue_id, seen_at = now()
+     WHERE k.issue_id <> excluded.issue_id
 ),
 found AS (
     DELETE FROM missing_keys m USING incoming WHERE m.key = incoming.key
-)
+){then}
 SELECT incoming.id, previous.jira_updated_at AS previous,
        incoming.jira_updated_at AS current, written.id IS NOT NULL AS written
   FROM incoming
   LEFT JOIN previous USING (id)
   LEFT JOIN written USING (id)
 """
+_UPSERT = _UPSERT_TEMPLATE.format(gate="", only_if="", then="")
+
+# A webhook's whole write in one statement (one round trip, atomic without BEGIN/COMMIT):
+# record the delivery, upsert the issue only if the delivery is new, and push the issue's
+# next poll a TTL away. A duplicate delivery finds `delivery` empty and writes nothing.
+_APPLY_EVENT = _UPSERT_TEMPLATE.format(
+    gate="""delivery AS (
+    INSERT INTO webhook_deliveries (id, event) VALUES ($12, $13)
+    ON CONFLICT DO NOTHING RETURNING id
+),""",
+    only_if="WHERE EXISTS (SELECT 1 FROM delivery)",
+    then=""",
+polled AS (
+    UPDATE tracked SET next_due_at = now() + make_interval(secs => $14)
+     WHERE key IN (SELECT key FROM written) AND lease_owner IS NULL
+)""",
+)
 
 _SELECT_BY_KEYS = """
 SELECT k.key AS asked, i.*
@@ -81,6 +101,16 @@ async def upsert_issues(
         return {}
     rows = await executor.fetch(_UPSERT, *_columns(latest), source)
     return {row["id"]: _outcome(row) for row in rows}
+
+
+async def apply_issue_event(
+    executor: Executor, issue: Issue, delivery_id: str, event: str, ttl: float
+) -> Outcome | None:
+    """Record a webhook delivery and write its issue forward; None for a repeated delivery."""
+    rows = await executor.fetch(
+        _APPLY_EVENT, *_columns([issue]), "webhook", delivery_id, event, ttl
+    )
+    return _outcome(rows[0]) if rows else None
 
 
 async def select_by_keys(executor: Executor, keys: Iterable[str]) -> dict[str, CachedIssue]:
