@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8900
 
-.PHONY: install test test-pg15 run lint format clean
+.PHONY: install test test-pg15 run demo lint format clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ run: install
 	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_EMAIL=dev@example.com JIRA_API_TOKEN=dev-token \
 	JIRA_WEBHOOK_SECRET=dev-secret $(BIN)/jira-status-cache serve
+
+# Needs no configuration: its own PostgreSQL under .data/demo, a simulated Jira and team.
+demo: install
+	$(BIN)/jira-status-cache demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff format --check service tests

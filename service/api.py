@@ -179,6 +179,11 @@ async def delete_link(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def link_or_unlink(request: Request) -> Response:
+    # One Route for both methods, so that a 405 names both in Allow.
+    return await (put_link if request.method == "PUT" else delete_link)(request)
+
+
 def render_issue_now(request: Request, cached: CachedIssue) -> dict[str, Any]:
     settings: Settings = request.state.settings
     return render_issue(cached, settings.cache_ttl, datetime.now(UTC))
@@ -188,6 +193,5 @@ routes = [
     Route("/issues", get_issues, methods=["GET"]),
     Route("/issues/{key}", get_issue, methods=["GET"]),
     Route("/projects/{project_id}/jira", get_links, methods=["GET"]),
-    Route("/projects/{project_id}/jira/{key}", put_link, methods=["PUT"]),
-    Route("/projects/{project_id}/jira/{key}", delete_link, methods=["DELETE"]),
+    Route("/projects/{project_id}/jira/{key}", link_or_unlink, methods=["PUT", "DELETE"]),
 ]

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from service import api, jira, migrate, triggers, webhook
+from service import api, jira, migrate, openapi, triggers, webhook
 from service.access import Access
 from service.config import Settings
 from service.database import open_pool
@@ -108,11 +108,11 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
             Route("/metrics", get_metrics, methods=["GET"]),
-            Route(WEBHOOK_PATH, webhook.receive, methods=["POST"]),
-            Route("/api/v1/webhooks/dead-letters", webhook.get_dead_letters, methods=["GET"]),
-            Route(CRON_PATH, triggers.cron_refresh, methods=["GET"]),
-            Mount("/api/v1", routes=api.routes + triggers.routes),
+            # Inside the Mount, so that a wrong method is a 405, not the Mount's 404; the
+            # refresh routes first, so that .../jira/refresh is not read as a key.
+            Mount("/api/v1", routes=webhook.routes + triggers.routes + api.routes),
         ],
         middleware=[
             Middleware(Access, metrics=metrics),

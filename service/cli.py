@@ -9,15 +9,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
+from service import tools
 from service.config import ConfigError, Settings
 from service.database import open_pool, resolve_dsn
 from service.logs import setup_logging
 
 log = logging.getLogger("service")
+# How long requests in flight may finish after SIGTERM before they are cancelled, so that
+# one request stuck on Jira (a refresh has no READ_THROUGH_TIMEOUT) cannot hold shutdown,
+# and the lifespan's cleanup, until SIGKILL. Longer than a read-through's 10 s, so that a
+# reader gets its 503; within a 30 s stop window (compose's stop_grace_period, Kubernetes).
+SHUTDOWN_GRACE_SECONDS = 15
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "simulate", help="run a local Jira simulator (see simulate --help)", add_help=False
     )
+    tools.add_commands(commands)
+    commands.add_parser(
+        "demo", help="a live demo against the simulator (see demo --help)", add_help=False
+    )
     return parser
 
 
@@ -41,15 +51,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service import simulator
 
         return simulator.main(rest)
+    if args.command == "demo":
+        from service import demo
+
+        return demo.main(rest)
     if rest:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "check":
+        # check reports a bad setting as one of its findings, and goes on to the others.
+        return tools.check(os.environ)
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
-    commands = {"serve": serve, "migrate": migrate}
+    commands: dict[str, Callable[[Settings], int]] = {
+        "serve": serve,
+        "migrate": migrate,
+        "refresh": lambda settings: tools.refresh(settings, args),
+        "dead-letters": lambda settings: tools.dead_letters(settings, args),
+    }
     try:
         return commands[args.command](settings)
     except ConfigError as exc:
@@ -79,7 +101,14 @@ def serve(settings: Settings) -> int:
     # handler it found; a no-op handler lets a clean shutdown end in exit code 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
     return 0
 
 

@@ -46,7 +46,7 @@ def resolve_dsn(database_url: str | None, data_dir: Path) -> str:
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced, fit for a log line."""
     parts = urlsplit(dsn)
-    if parts.password is None:
+    if not parts.password:
         return dsn
     host = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username or ""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Category = Literal["new", "indeterminate", "done", "unknown"]
 Source = Literal["webhook", "poll", "refresh"]
 State = Literal["ok", "not_found", "deleted", "error"]
 
-CATEGORIES: frozenset[str] = frozenset({"new", "indeterminate", "done"})
+# A tuple, not a set: `in` compares, so a key that is a list or an object cannot raise.
+CATEGORIES: tuple[str, ...] = ("new", "indeterminate", "done")
 KEY_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*-[1-9][0-9]*$")
 PROJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Jira's `updated` carries a numeric offset without a colon: 2026-11-26T05:37:14.123-0600.
@@ -68,14 +69,15 @@ class Issue:
 
 def normalize_key(key: str) -> str:
     """Upper-case a key and check it against Jira's key format."""
-    upper = key.strip().upper()
-    if not KEY_PATTERN.match(upper):
+    stripped = key.strip()
+    # str.upper() turns some other letters into ASCII ones (the long s into S): keys are ASCII.
+    if not stripped.isascii() or not KEY_PATTERN.fullmatch(stripped.upper()):
         raise InvalidKeyError(key)
-    return upper
+    return stripped.upper()
 
 
 def check_project_id(project_id: str) -> str:
-    if not PROJECT_ID_PATTERN.match(project_id):
+    if not PROJECT_ID_PATTERN.fullmatch(project_id):
         raise InvalidProjectIdError(project_id)
     return project_id
 
@@ -90,6 +92,10 @@ def parse_jira_time(value: str) -> datetime:
         raise InvalidIssueError(f"updated time {value!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         raise InvalidIssueError(f"updated time {value!r} has no UTC offset")
+    try:
+        parsed.astimezone(UTC)  # stored and rendered in UTC: 0001-01-01 at +05:00 is not
+    except OverflowError:
+        raise InvalidIssueError(f"updated time {value!r} is out of range in UTC") from None
     return parsed
 
 
@@ -140,7 +146,9 @@ def _read_status(value: Any) -> Status | None:
     key = _get(value.get("statusCategory"), "key")
     category: Category = key if key in CATEGORIES else "unknown"
     return Status(
-        id=str(value.get("id") or ""), name=_text(value.get("name")) or "", category=category
+        id=_text(str(value.get("id") or "")) or "",
+        name=_text(value.get("name")) or "",
+        category=category,
     )
 
 
@@ -148,9 +156,9 @@ def _read_assignee(value: Any) -> Assignee | None:
     if not isinstance(value, dict):
         return None
     # Cloud identifies people by accountId; Data Center by name/key.
-    account = value.get("accountId") or value.get("key") or value.get("name")
-    name = value.get("displayName") or account
-    if not isinstance(account, str) or not isinstance(name, str):
+    account = _text(value.get("accountId") or value.get("key") or value.get("name"))
+    name = _text(value.get("displayName") or account)
+    if account is None or name is None:
         return None
     return Assignee(account_id=account, display_name=name)
 
@@ -160,7 +168,12 @@ def _get(value: Any, name: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return storable(value) if isinstance(value, str) else None
+
+
+def storable(text: str) -> str:
+    """The text without what JSON may carry but PostgreSQL cannot: NUL, lone surrogates."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ from service.jira import JiraAuthError, JiraRateLimitedError, JiraUnavailableErr
 from service.refresh import Refresher, Report
 
 log = logging.getLogger(__name__)
+# Within the time a container runtime allows for stopping (often 30 s), with room to spare.
+STOP_GRACE_SECONDS = 10.0
 
 
 def owner_id() -> str:
@@ -41,10 +43,18 @@ class Poller:
             self._running = asyncio.create_task(self._cycle())
         return await asyncio.shield(self._running)
 
-    async def stop(self) -> None:
-        """Finish the current batch, leave no lease behind, and run no more."""
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Finish the current batch, leave no lease behind, and run no more.
+
+        A batch stuck on a hanging Jira is cancelled after `grace`: its keys are handed
+        back at once rather than held until their lease expires.
+        """
         self.stopping = True
-        if self._running is not None:
+        if self._running is None or self._running.done():
+            return
+        done, _ = await asyncio.wait([self._running], timeout=grace)
+        if not done:
+            self._running.cancel()
             await asyncio.gather(self._running, return_exceptions=True)
 
     async def _cycle(self) -> Report:
@@ -76,6 +86,9 @@ class Poller:
         """Read one claimed batch; answer whether the cycle should go on."""
         try:
             report = await self.refresher.refresh(keys, "poll")
+        except asyncio.CancelledError:
+            await asyncio.shield(tracking.give_back(self.pool, self.owner, keys))
+            raise
         except (JiraUnavailableError, JiraRateLimitedError) as exc:
             # Nothing read: the keys are due again at once, for this or another replica.
             await tracking.give_back(self.pool, self.owner, keys)

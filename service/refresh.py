@@ -118,6 +118,9 @@ class Refresher:
             for old_key, issue_id in reading.moved.items():
                 new_key = _current_key(reading, issue_id)
                 await tracking.retarget(connection, [old_key], new_key, self.ttl)
+            if source != "poll":  # the poller schedules its own keys, with jitter
+                # Just read: the next poll of these keys can wait a whole TTL.
+                await tracking.reschedule(connection, [i.key for i in reading.issues], self.ttl)
         return _report(keys, reading, outcomes, failed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -20,6 +21,9 @@ async def poll_job(poller: Poller) -> None:
     # The top of a background job: whatever fails is logged, and the next run tries again.
     try:
         report = await poller.poll()
+    except asyncio.CancelledError:
+        # scheduler.shutdown() cancels this wait; Poller.stop sees the cycle to its end.
+        return
     except Exception:
         log.exception("poll run failed")
         return

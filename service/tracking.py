@@ -42,6 +42,11 @@ UPDATE tracked
 """
 
 
+async def tracked_keys(executor: Executor) -> list[str]:
+    rows = await executor.fetch("SELECT key FROM tracked ORDER BY key")
+    return [row["key"] for row in rows]
+
+
 async def track(executor: Executor, keys: Sequence[str]) -> None:
     """Add keys to the tracked set, due now; keys already tracked keep their schedule."""
     await executor.execute(

@@ -58,6 +58,7 @@ async def cron_refresh(request: Request) -> Response:
 
 
 routes = [
+    Route("/cron/jira-refresh", cron_refresh, methods=["GET"]),
     Route("/issues/{key}/refresh", refresh_issue, methods=["POST"]),
     Route("/projects/{project_id}/jira/refresh", refresh_project, methods=["POST"]),
 ]

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from service import deliveries, store, tracking
 from service.config import Settings
 from service.database import Connection, Executor
 from service.errors import ApiError
 from service.metrics import Metrics
-from service.model import InvalidIssueError, Issue, normalize_issue, normalize_key
+from service.model import InvalidIssueError, Issue, normalize_issue, normalize_key, storable
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,9 @@ def verify(body: bytes, signature: str | None, query_secret: str | None, secret:
         if method.lower() not in SIGNATURE_METHODS:
             raise ApiError(401, "invalid_signature", f"unsupported signature method {method!r}")
         expected = hmac.new(secret.encode(), body, method.lower()).hexdigest()
-        if not hmac.compare_digest(expected, digest.strip().lower()):
+        # As bytes: compare_digest refuses a str that is not ASCII with a TypeError.
+        given = digest.strip().lower().encode("utf-8", "replace")
+        if not hmac.compare_digest(expected.encode(), given):
             raise ApiError(401, "invalid_signature", "X-Hub-Signature does not match the body")
     elif query_secret is not None:
         if not hmac.compare_digest(query_secret.encode(), secret.encode()):
@@ -69,13 +74,13 @@ def parse(body: bytes, identifier: str | None) -> Delivery:
     """Read a verified body; raise UnusablePayloadError when it is not a Jira event."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # bad UTF-8 or JSON, or a number of over 4,300 digits
         raise UnusablePayloadError(f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("webhookEvent"), str):
         raise UnusablePayloadError("JSON has no webhookEvent")
     # Without Jira's identifier, the body itself identifies a retry.
     delivery_id = identifier or "sha256:" + hashlib.sha256(body).hexdigest()
-    return Delivery(delivery_id, payload["webhookEvent"], payload)
+    return Delivery(delivery_id, storable(payload["webhookEvent"]), payload)
 
 
 async def apply(connection: Connection, delivery: Delivery, ttl: float) -> Outcome:
@@ -165,7 +170,8 @@ def named_issue(payload: dict[str, Any]) -> tuple[int, str] | None:
 def event_time(payload: dict[str, Any]) -> datetime:
     stamp = payload.get("timestamp")
     if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-        return datetime.fromtimestamp(stamp / 1000, UTC)
+        with contextlib.suppress(OverflowError, ValueError, OSError):  # not a time at all
+            return datetime.fromtimestamp(stamp / 1000, UTC)
     return datetime.now(UTC)
 
 
@@ -199,9 +205,7 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
         async with request.state.pool.acquire() as connection:
             outcome = await apply(connection, delivery, settings.cache_ttl)
     except UnusablePayloadError as exc:
-        await deliveries.add_dead_letter(
-            request.state.pool, identifier, str(exc), body.decode("utf-8", "replace")
-        )
+        await deliveries.add_dead_letter(request.state.pool, identifier, str(exc), readable(body))
         raise ApiError(400, "unusable_payload", str(exc)) from None
     # Label values stay few: Jira's event names, or "other" for anything unexpected.
     return (delivery.event if delivery.event in KNOWN_EVENTS else "other"), outcome
@@ -209,7 +213,8 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
 
 async def get_dead_letters(request: Request) -> Response:
     limit = request.query_params.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    # Not str.isdigit(), which admits "²", nor a length that int() refuses.
+    if not re.fullmatch("[0-9]{1,4}", limit) or not 1 <= int(limit) <= 1000:
         raise ApiError(400, "invalid_limit", "limit must be a whole number from 1 to 1000")
     letters = await deliveries.list_dead_letters(request.state.pool, int(limit))
     return JSONResponse(
@@ -226,6 +231,17 @@ async def get_dead_letters(request: Request) -> Response:
             ]
         }
     )
+
+
+def readable(body: bytes) -> str:
+    """The body as text PostgreSQL can keep, which holds no NUL."""
+    return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+routes = [
+    Route("/webhooks/jira", receive, methods=["POST"]),
+    Route("/webhooks/dead-letters", get_dead_letters, methods=["GET"]),
+]
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -1,0 +1,180 @@
+"""The Dockerfile, .dockerignore and docker-compose.yml, checked as files: no Docker here."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml  # PyYAML comes with uvicorn[standard], a runtime dependency
+
+import service
+from service.migrate import MIGRATIONS_DIR
+from tests.live import free_port, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SETTINGS_NAMES = set(
+    re.findall(r'read\.\w+\(\s*"([A-Z_]+)"', (ROOT / "service/config.py").read_text())
+)
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    found = []
+    for line in (line.strip() for line in joined.splitlines()):
+        if line and not line.startswith("#"):
+            name, rest = line.split(None, 1)
+            found.append((name.upper(), rest))
+    return found
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
+    for name, rest in instructions():
+        if name == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((name, rest))
+    return found
+
+
+def index_of(stage: list[tuple[str, str]], name: str, pattern: str) -> int:
+    return next(i for i, (n, rest) in enumerate(stage) if n == name and re.search(pattern, rest))
+
+
+def test_dockerfile_is_multi_stage_on_slim_python_311() -> None:
+    """Two stages, both on python:3.11-slim; the final one copies /venv from the first."""
+    build, final = stages()
+    assert "PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE
+    assert build[0][1].endswith("AS build") and final[0][1] == "${PYTHON_IMAGE}"
+    assert index_of(final, "COPY", r"--from=build /venv /venv") >= 0
+
+
+def test_dependencies_install_before_the_code_arrives() -> None:
+    """The build stage installs from pyproject.toml alone; the code is copied only afterwards."""
+    build, final = stages()
+    copies = [rest for name, rest in build if name == "COPY"]
+    assert copies == ["pyproject.toml ./"]
+    install = index_of(build, "RUN", r"pip install")
+    assert index_of(build, "COPY", "pyproject.toml") < install
+    assert index_of(final, "COPY", r"--from=build") < index_of(final, "COPY", r"^service ")
+
+
+def test_migrations_sit_beside_the_package_in_the_image() -> None:
+    """migrate.py looks for migrations/ beside the package: the image keeps that layout."""
+    assert Path(service.__file__).resolve().parent.parent / "migrations" == MIGRATIONS_DIR
+    _, final = stages()
+    workdir = [rest for name, rest in final if name == "WORKDIR"][-1]
+    copies = [rest.split() for name, rest in final if name == "COPY" and "--from" not in rest]
+    targets = {source: Path(os.path.normpath(Path(workdir, target))) for source, target in copies}
+    assert targets == {"migrations": Path("/app/migrations"), "service": Path("/app/service")}
+    # The editable install in the build stage points the venv at /app/service.
+    build, _ = stages()
+    assert [rest for name, rest in build if name == "WORKDIR"] == ["/app"]
+    assert "pip install --editable ." in DOCKERFILE
+
+
+def test_image_runs_as_non_root_serving_on_all_interfaces() -> None:
+    """A non-root USER, HOST=0.0.0.0 in the environment, `jira-status-cache serve` by default."""
+    _, final = stages()
+    user = [rest for name, rest in final if name == "USER"][-1]
+    assert user not in {"root", "0"} and re.search(rf"useradd --system [^\n]* {user} ", DOCKERFILE)
+    env = " ".join(rest for name, rest in final if name == "ENV")
+    assert "HOST=0.0.0.0" in env.split()
+    assert ("ENTRYPOINT", '["jira-status-cache"]') in final
+    assert ("CMD", '["serve"]') in final
+
+
+def test_dockerignore_sends_only_what_the_image_needs() -> None:
+    """Every path the Dockerfile copies from the context is sent; local state is not."""
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def sent(path: str) -> bool:
+        keep = True
+        for rule in rules:
+            negated = rule.startswith("!")
+            pattern = rule.lstrip("!").rstrip("/")
+            parts = path.split("/")
+            if any(fnmatch.fnmatch("/".join(parts[: n + 1]), pattern) for n in range(len(parts))):
+                keep = negated
+        return keep
+
+    copied = [
+        rest.split()[0] for name, rest in instructions() if name == "COPY" and "--" not in rest
+    ]
+    assert copied and all(sent(path) and (ROOT / path).exists() for path in copied)
+    assert sent("service/cli.py") and sent("migrations/001_issues.sql")
+    assert not any(sent(path) for path in (".venv", ".data", ".git", "tests", ".env"))
+
+
+async def test_healthcheck_command_probes_healthz(settings) -> None:
+    """The HEALTHCHECK's python one-liner exits 0 against a live /healthz, non-zero without."""
+    command = re.search(r"HEALTHCHECK [^\n]*\\\n\s+CMD (.+)", DOCKERFILE)
+    assert command is not None and "/healthz" in command[1]
+    assert "curl" not in command[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    async with serve(settings) as url:
+        live = await run_shell(command[1], {**env, "PORT": url.rsplit(":", 1)[1]})
+    dead = await run_shell(command[1], {**env, "PORT": str(free_port())})
+    assert live == 0 and dead != 0
+
+
+async def run_shell(command: str, env: dict[str, str]) -> int:
+    process = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", command, env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await asyncio.wait_for(process.wait(), 15)
+
+
+def test_compose_runs_postgres_16_with_a_health_check_and_a_volume() -> None:
+    """db is PostgreSQL 16, checked by pg_isready, its data on a named volume."""
+    db = COMPOSE["services"]["db"]
+    assert db["image"].startswith("postgres:16")
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    volume, target = db["volumes"][0].split(":")
+    assert volume in COMPOSE["volumes"] and target == "/var/lib/postgresql/data"
+
+
+def test_compose_starts_the_cache_once_the_database_is_healthy() -> None:
+    """The cache is built here, waits for a healthy db, and reaches it through DATABASE_URL."""
+    cache = COMPOSE["services"]["cache"]
+    db = COMPOSE["services"]["db"]["environment"]
+    assert cache["build"] == "."
+    assert cache["depends_on"] == {"db": {"condition": "service_healthy"}}
+    url = cache["environment"]["DATABASE_URL"]
+    assert url.startswith(f"postgresql://{db['POSTGRES_USER']}:")
+    assert url.endswith(f"@db:5432/{db['POSTGRES_DB']}")
+
+
+@pytest.mark.parametrize(
+    "name", ["JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_PAT", "API_TOKENS"]
+)
+def test_compose_passes_settings_from_the_environment(name: str) -> None:
+    """Jira's settings and the API tokens come from the caller's environment (or .env)."""
+    value = COMPOSE["services"]["cache"]["environment"][name]
+    assert re.fullmatch(rf"\$\{{{name}(:-[^}}]*)?\}}", value)
+
+
+def test_compose_sets_only_variables_the_service_reads() -> None:
+    """No variable in the compose file is a typo the service would silently ignore."""
+    assert set(COMPOSE["services"]["cache"]["environment"]) <= SETTINGS_NAMES
+    assert "HOST" in SETTINGS_NAMES and "DATABASE_URL" in SETTINGS_NAMES
+
+
+def test_compose_leaves_time_for_a_graceful_stop() -> None:
+    """compose waits longer than serve's grace for requests in flight before it kills."""
+    from service.cli import SHUTDOWN_GRACE_SECONDS
+
+    grace = COMPOSE["services"]["cache"]["stop_grace_period"]
+    assert int(grace.removesuffix("s")) > SHUTDOWN_GRACE_SECONDS

@@ -1,0 +1,147 @@
+"""Graceful shutdown of a real `serve` process: SIGTERM in the middle of a webhook burst."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from logging import ERROR
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import tracking
+from service.config import Settings
+from service.simulator import Simulator
+from tests.conftest import app_client
+from tests.live import EMAIL, SECRET, TOKEN, free_port, jira_settings
+from tests.payloads import encode, event, headers
+from tests.pgproxy import PgProxy
+
+BURST = 500
+# What asyncpg sends last when it closes a connection properly: Terminate ('X', length 4).
+TERMINATE = b"X\x00\x00\x00\x04"
+
+
+class TerminateWatch(PgProxy):
+    """A proxy that keeps the last bytes each client sent, to tell a close from a drop."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.tails: list[bytes] = []
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await self._connect_upstream()
+        self.tails.append(b"")
+        pipes = [
+            asyncio.create_task(self._pump(reader, upstream_writer, len(self.tails) - 1)),
+            asyncio.create_task(self._pump(upstream_reader, writer, None)),
+        ]
+        self.pipes.update(pipes)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tail: int | None
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if tail is not None:
+                    self.tails[tail] = (self.tails[tail] + data)[-len(TERMINATE) :]
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+
+async def wait_until(check, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+async def deliver(http: aiohttp.ClientSession, url: str, number: int, accepted: list[int]) -> None:
+    body = encode(event(id=900000 + number, key=f"BURST-{number}"))
+    with contextlib.suppress(aiohttp.ClientError):
+        async with http.post(url, data=body, headers=headers(body, f"burst-{number}")) as reply:
+            if reply.status == 200:
+                accepted.append(number)
+
+
+async def test_sigterm_mid_burst_keeps_every_accepted_delivery(
+    db: asyncpg.Pool, database_url: str, sim: Simulator
+) -> None:
+    """Each 200 is stored; serve exits 0 in time, with no lease left and its pool closed."""
+    # The poller reads a slow Jira in small batches, so SIGTERM finds it holding a lease.
+    await tracking.track(db, sim.seed(1000))
+    sim.options.latency = 0.2
+    proxy = TerminateWatch(database_url)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": await proxy.start(),
+        "PORT": str(port),
+        "JIRA_BASE_URL": sim.base_url,
+        "JIRA_EMAIL": EMAIL,
+        "JIRA_API_TOKEN": TOKEN,
+        "JIRA_WEBHOOK_SECRET": SECRET,
+        "JIRA_POLL_INTERVAL": "1",
+        "JIRA_POLL_BATCH_SIZE": "20",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/webhooks/jira"
+    accepted: list[int] = []
+
+    async def some_accepted() -> bool:
+        return len(accepted) >= 20
+
+    try:
+        leased = "SELECT count(*) > 0 FROM tracked WHERE lease_owner IS NOT NULL"
+        await wait_until(lambda: db.fetchval(leased))
+        async with aiohttp.ClientSession() as http:
+            numbers = range(1, BURST + 1)
+            burst = [asyncio.create_task(deliver(http, url, n, accepted)) for n in numbers]
+            await wait_until(some_accepted)
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.gather(*burst)
+        _, errors = await asyncio.wait_for(process.communicate(), 10)
+        took = time.monotonic() - signalled
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await asyncio.gather(*proxy.pipes)
+        await proxy.cut()
+    stored = await db.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE id = ANY($1::text[])",
+        [f"burst-{n}" for n in accepted],
+    )
+    issues = await db.fetchval(
+        "SELECT count(*) FROM issues WHERE id = ANY($1::bigint[])",
+        [900000 + n for n in accepted],
+    )
+    assert process.returncode == 0 and took < 10, errors.decode()
+    assert 20 <= len(accepted) < BURST, "SIGTERM should land in the middle of the burst"
+    assert stored == issues == len(accepted)
+    assert await db.fetchval("SELECT count(*) FROM tracked WHERE lease_owner IS NOT NULL") == 0
+    assert proxy.tails and all(tail == TERMINATE for tail in proxy.tails), proxy.tails
+
+
+async def test_shutdown_mid_poll_logs_no_error(
+    db: asyncpg.Pool, settings: Settings, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping while a poll cycle runs logs no error, and the cycle leaves no lease."""
+    await tracking.track(db, sim.seed(50))
+    sim.options.latency = 0.3
+    leased = "SELECT count(*) > 0 FROM tracked WHERE lease_owner IS NOT NULL"
+    # The scheduler's first poll runs at once; the interval only sets the next one.
+    async with app_client(jira_settings(settings, sim, poll_interval=60, poll_batch_size=10)):
+        await wait_until(lambda: db.fetchval(leased))
+    assert not await db.fetchval(leased)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= ERROR] == []
