@@ -22,6 +22,14 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release: a round trip per query, 17% of a read's CPU.
+
+    We leave no session state behind (no SET, LISTEN, cursors, or advisory lock outside the
+    migration's own unlock), and asyncpg still rolls back any open transaction itself.
+    """
+
+
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server for data_dir and answer its DSN.
 
@@ -60,6 +68,7 @@ async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> Pool:
         max_size=max_size,
         command_timeout=30,
         server_settings=SERVER_SETTINGS,
+        reset=keep_session,
     )
     if pool is None:  # create_pool only answers None when it is not awaited
         raise RuntimeError("asyncpg.create_pool answered no pool")
