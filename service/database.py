@@ -16,10 +16,7 @@ Pool = asyncpg.Pool
 # Whatever runs a query: a pool, a connection, or a connection borrowed from a pool.
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 Connection = asyncpg.Connection | PoolConnectionProxy
-# asyncpg prepares every statement. After a few one-row webhook upserts PostgreSQL would
-# switch to a generic plan that assumes small arrays, and a 10,000-row poll batch through
-# that plan joins in quadratic time (0.2 s became 6 s, measured). Plan each call afresh.
-SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+SERVER_SETTINGS: dict[str, str] = {}  # TODO(lead): drop once bench/db.py stops importing it
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -67,7 +64,6 @@ async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> Pool:
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
-        server_settings=SERVER_SETTINGS,
         reset=keep_session,
     )
     if pool is None:  # create_pool only answers None when it is not awaited
