@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import links, store, tracking
+from service import links, memo, store, tracking
 from service.config import Settings
 from service.errors import ApiError
 from service.jira import JiraError
@@ -73,7 +73,7 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
     """The cached issues for the keys; misses and entries over ?max_age= read through Jira."""
     pool = request.state.pool
     max_age = parse_max_age(request.query_params.get("max_age"))
-    found = await store.select_by_keys(pool, keys)
+    found = await memo.select(pool, request.state.memo, keys)
     refresher: Refresher | None = request.state.refresher
     if refresher is None:
         return found
@@ -94,7 +94,7 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
             return found  # Jira is down but the cache has an answer: serve it, stale.
         raise
     await tracking.track(pool, report.keys("refreshed", "unchanged"))
-    return await store.select_by_keys(pool, keys)
+    return await memo.select(pool, request.state.memo, keys)
 
 
 async def bounded(work: Coroutine[Any, Any, Report], seconds: float) -> Report:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
@@ -19,6 +20,7 @@ from service.config import Settings
 from service.database import open_pool
 from service.errors import DATABASE_DOWN, HANDLERS
 from service.guard import BodyLimit, TokenGuard
+from service.memo import Memo, listen
 from service.metrics import Metrics, get_metrics
 from service.poller import Poller
 from service.refresh import Refresher
@@ -34,6 +36,7 @@ class State(TypedDict):
     settings: Settings
     pool: asyncpg.Pool
     metrics: Metrics
+    memo: Memo | None
     jira: jira.JiraClient | None
     refresher: Refresher | None
     poller: Poller | None
@@ -59,7 +62,7 @@ async def readyz(request: Request) -> Response:
 
 @contextlib.asynccontextmanager
 async def jira_parts(
-    settings: Settings, pool: asyncpg.Pool, metrics: Metrics
+    settings: Settings, pool: asyncpg.Pool, metrics: Metrics, memo: Memo | None
 ) -> AsyncIterator[tuple[jira.JiraClient | None, Refresher | None, Poller | None]]:
     """The Jira session, client, refresher, poller and scheduler, when Jira is configured."""
     if settings.jira_base_url is None:
@@ -68,7 +71,7 @@ async def jira_parts(
     async with jira.open_session(settings) as session:
         client = jira.JiraClient(session, settings)
         metrics.watch_jira(client)
-        refresher = Refresher(pool, client, settings.cache_ttl, metrics)
+        refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
         poller = Poller(pool, refresher, settings)
         scheduler = start_scheduler(poller, pool, settings) if settings.poll_interval else None
         try:
@@ -77,6 +80,26 @@ async def jira_parts(
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             await poller.stop()
+
+
+@contextlib.asynccontextmanager
+async def remembering(settings: Settings, dsn: str, metrics: Metrics) -> AsyncIterator[Memo | None]:
+    """The in-process memo and its change listener; MEMO_SIZE=0 goes without."""
+    if settings.memo_size == 0:
+        yield None
+        return
+    memo, stop = Memo(settings.memo_size, settings.memo_ttl), asyncio.Event()
+    metrics.watch_memo(memo)
+    listener = asyncio.create_task(listen(memo, dsn, stop))
+    try:
+        yield memo
+    finally:
+        stop.set()
+        # Connecting to a PostgreSQL that does not answer could take the connect timeout.
+        done, _ = await asyncio.wait([listener], timeout=1.0)
+        if not done:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -91,11 +114,15 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with pool.acquire() as connection:
                 await migrate.apply_migrations(connection)
-            async with jira_parts(settings, pool, metrics) as (client, refresher, poller):
+            async with (
+                remembering(settings, dsn, metrics) as memo,
+                jira_parts(settings, pool, metrics, memo) as (client, refresher, poller),
+            ):
                 state = State(
                     settings=settings,
                     pool=pool,
                     metrics=metrics,
+                    memo=memo,
                     jira=client,
                     refresher=refresher,
                     poller=poller,

@@ -50,6 +50,8 @@ class Settings:
     jira_breaker_cool_off: float = 30.0
     negative_ttl: float = 300.0
     read_timeout: float = 10.0
+    memo_size: int = 20000
+    memo_ttl: float = 30.0
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_max_body_bytes: int = 1024 * 1024
     webhook_dedupe_days: float = 7.0
@@ -92,6 +94,8 @@ class Settings:
             jira_breaker_cool_off=read.number("JIRA_BREAKER_COOL_OFF", float, 30.0, low=0.01),
             negative_ttl=read.number("JIRA_NEGATIVE_TTL", float, 300.0, low=0),
             read_timeout=read.number("READ_THROUGH_TIMEOUT", float, 10.0, low=0.1),
+            memo_size=read.number("MEMO_SIZE", int, 20000, low=0),
+            memo_ttl=read.number("MEMO_TTL", float, 30.0, low=0.1),
             webhook_secret=read.text("JIRA_WEBHOOK_SECRET"),
             webhook_max_body_bytes=read.number(
                 "WEBHOOK_MAX_BODY_BYTES", int, 1024 * 1024, low=1024

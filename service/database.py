@@ -58,7 +58,10 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> Pool:
+async def open_pool(dsn: str, min_size: int = 0, max_size: int = 10) -> Pool:
+    # min_size 0: connections open on demand and idle ones stay for 5 minutes. A floor
+    # would have asyncpg reconnect in a background task that, with PostgreSQL down, ends
+    # in exceptions nobody retrieves.
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.jira import JiraClient
+from service.memo import Memo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BREAKER_STATES = ("closed", "open", "half_open")
@@ -77,6 +78,9 @@ class Metrics:
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))
 
+    def watch_memo(self, memo: Memo) -> None:
+        self.registry.register(MemoCollector(memo))
+
     async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""
         row = await pool.fetchrow(_CACHE_QUERY, ttl)
@@ -119,6 +123,22 @@ class JiraCollector(Collector):
         for state in _BREAKER_STATES:
             breaker.add_metric([state], 1.0 if self.client.breaker_state == state else 0.0)
         yield breaker
+
+
+class MemoCollector(Collector):
+    """The memo's hits, misses, size and whether its change listener is connected."""
+
+    def __init__(self, memo: Memo) -> None:
+        self.memo = memo
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        memo = self.memo
+        yield CounterMetricFamily("jsc_memo_hits", "Reads answered from memory", memo.hits)
+        yield CounterMetricFamily("jsc_memo_misses", "Reads that went to PostgreSQL", memo.misses)
+        yield GaugeMetricFamily("jsc_memo_entries", "Issues held in memory", len(memo))
+        yield GaugeMetricFamily(
+            "jsc_memo_live", "1 while the change listener is connected", float(memo.live)
+        )
 
 
 async def get_metrics(request: Request) -> Response:

@@ -12,6 +12,7 @@ import asyncpg
 
 from service import store, tracking
 from service.jira import JiraClient
+from service.memo import Memo
 from service.metrics import Metrics
 from service.model import Source
 from service.reading import Reading
@@ -63,12 +64,18 @@ class Refresher:
     """Reads keys through the Jira client into the store; concurrent reads of a key share one."""
 
     def __init__(
-        self, pool: asyncpg.Pool, client: JiraClient, ttl: float, metrics: Metrics | None = None
+        self,
+        pool: asyncpg.Pool,
+        client: JiraClient,
+        ttl: float,
+        metrics: Metrics | None = None,
+        memo: Memo | None = None,
     ) -> None:
         self.pool = pool
         self.client = client
         self.ttl = ttl
         self.metrics = metrics
+        self.memo = memo
         self._flights: dict[str, asyncio.Future[KeyResult]] = {}
 
     async def refresh(self, keys: Sequence[str], source: Source) -> Report:
@@ -121,6 +128,10 @@ class Refresher:
             if source != "poll":  # the poller schedules its own keys, with jitter
                 # Just read: the next poll of these keys can wait a whole TTL.
                 await tracking.reschedule(connection, [i.key for i in reading.issues], self.ttl)
+        if self.memo is not None:
+            # PostgreSQL tells every replica too; this makes our own next read see it at once.
+            self.memo.drop(issue.id for issue in reading.issues)
+            self.memo.forget([*reading.not_found, *failed])
         return _report(keys, reading, outcomes, failed)
 
 

@@ -20,6 +20,7 @@ from service import deliveries, store, tracking
 from service.config import Settings
 from service.database import Connection, Executor
 from service.errors import ApiError
+from service.memo import Memo
 from service.metrics import Metrics
 from service.model import InvalidIssueError, Issue, normalize_issue, normalize_key, storable
 
@@ -143,6 +144,12 @@ async def _apply_other(connection: Executor, payload: dict[str, Any]) -> Outcome
     return "due" if await tracking.make_due(connection, keys) else "ignored"
 
 
+def forget_locally(memo: Memo | None, payload: dict[str, Any]) -> None:
+    # PostgreSQL tells every replica; this makes this one's next read see the change at once.
+    if memo is not None and (named := named_issue(payload)) is not None:
+        memo.drop([named[0]])
+
+
 def moved_from(payload: dict[str, Any]) -> list[str]:
     """Former keys named by a changelog `Key` item (Jira's record of a move)."""
     changelog = payload.get("changelog")
@@ -204,6 +211,7 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
         delivery = parse(body, identifier)
         async with request.state.pool.acquire() as connection:
             outcome = await apply(connection, delivery, settings.cache_ttl)
+        forget_locally(request.state.memo, delivery.payload)
     except UnusablePayloadError as exc:
         await deliveries.add_dead_letter(request.state.pool, identifier, str(exc), readable(body))
         raise ApiError(400, "unusable_payload", str(exc)) from None

@@ -151,7 +151,7 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
 async def test_database_unreachable_is_503(db: asyncpg.Pool, settings: Settings) -> None:
     """With PostgreSQL out of reach, reads answer 503 with Retry-After and readyz fails."""
     proxy = PgProxy(settings.database_url or "")
-    async with app_client(settings, database_url=await proxy.start()) as http:
+    async with app_client(settings, database_url=await proxy.start(), memo_size=0) as http:
         assert (await http.get("/readyz")).status_code == 200
         await proxy.cut()
         response = await http.get("/api/v1/issues/PRJ-1")

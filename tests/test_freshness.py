@@ -108,7 +108,7 @@ async def test_database_outage_loses_no_delivery(sim, settings: Settings, db) ->
     keys = sim.seed(5, ["ALPHA"])
     proxy = PgProxy(settings.database_url or "")
     dsn = await proxy.start()
-    async with serve(jira_settings(settings, sim, database_url=dsn)) as url:
+    async with serve(jira_settings(settings, sim, database_url=dsn, memo_size=0)) as url:
         sim.options.webhook_url = f"{url}/api/v1/webhooks/jira"
         await proxy.cut()
         for key in keys:

@@ -89,7 +89,7 @@ class World:
     async def database_cut(self) -> AsyncIterator[httpx.AsyncClient]:
         """The app with PostgreSQL out of reach once it has started."""
         proxy = PgProxy(self.settings.database_url or "")
-        async with self.variant(database_url=await proxy.start()) as http:
+        async with self.variant(database_url=await proxy.start(), memo_size=0) as http:
             await proxy.cut()
             yield http
 

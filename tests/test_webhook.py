@@ -210,7 +210,7 @@ async def test_database_down_is_503_so_jira_retries(db, settings: Settings) -> N
     """With PostgreSQL unreachable the receiver answers 503 and nothing is half-written."""
     proxy = PgProxy(settings.database_url or "")
     dsn = await proxy.start()
-    async with app_client(settings, database_url=dsn, webhook_secret=SECRET) as http:
+    async with app_client(settings, database_url=dsn, webhook_secret=SECRET, memo_size=0) as http:
         await proxy.cut()
         response = await post(http, event())
     assert response.status_code == 503 and response.headers["Retry-After"]

@@ -1,0 +1,157 @@
+"""An in-process copy of hot cached issues, dropped by PostgreSQL's change notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import asyncpg
+
+from service import store
+from service.model import CachedIssue
+
+log = logging.getLogger(__name__)
+CHANNEL = "jsc_issues"  # see migrations/003_notify.sql
+RECONNECT_SECONDS = 1.0
+PING_SECONDS = 5.0
+
+
+class Memo:
+    """Cached issues by asked key, trusted only while the change listener is connected.
+
+    A read that raced a change must not store what it read: each drop bumps a counter and
+    remembers it per issue id, and `put` refuses rows whose issue was dropped after the
+    read began (`mark()` taken before the read).
+    """
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size, self.ttl = size, ttl
+        self.live = False
+        self._entries: OrderedDict[str, tuple[CachedIssue, float]] = OrderedDict()
+        self._keys_of: dict[int, set[str]] = {}
+        self._dropped_at: dict[int, int] = {}
+        self._counter = 0
+        self._flushed_at = 0
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def mark(self) -> int:
+        return self._counter
+
+    def get(self, keys: Iterable[str]) -> dict[str, CachedIssue]:
+        if not self.live:
+            return {}
+        now, found = time.monotonic(), {}
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and entry[1] > now:
+                self._entries.move_to_end(key)
+                found[key] = entry[0]
+        return found
+
+    def put(self, rows: dict[str, CachedIssue], mark: int) -> None:
+        if not self.live or mark < self._flushed_at:
+            return
+        expires = time.monotonic() + self.ttl
+        for key, cached in rows.items():
+            if self._dropped_at.get(cached.issue.id, -1) >= mark:
+                continue  # changed while we read it: what we read may be old
+            self._entries[key] = (cached, expires)
+            self._entries.move_to_end(key)
+            self._keys_of.setdefault(cached.issue.id, set()).add(key)
+        while len(self._entries) > self.size:
+            self._evict(*self._entries.popitem(last=False))
+
+    def drop(self, ids: Iterable[int]) -> None:
+        self._counter += 1
+        for issue_id in ids:
+            self._dropped_at[issue_id] = self._counter
+            for key in self._keys_of.pop(issue_id, ()):
+                self._entries.pop(key, None)
+        if len(self._dropped_at) > 4 * self.size:
+            self.clear()  # keeps the bookkeeping bounded; rare
+
+    def clear(self) -> None:
+        self._counter += 1
+        self._flushed_at = self._counter
+        self._entries.clear()
+        self._keys_of.clear()
+        self._dropped_at.clear()
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop the issues behind these keys, e.g. keys a read just found missing."""
+        ids = [entry[0].issue.id for key in keys if (entry := self._entries.get(key))]
+        self.drop(ids)
+
+    def on_notify(self, payload: str) -> None:
+        if payload == "*":
+            self.clear()
+            return
+        self.drop(int(part) for part in payload.split(",") if part.isdigit())
+
+    def _evict(self, key: str, entry: tuple[CachedIssue, float]) -> None:
+        keys = self._keys_of.get(entry[0].issue.id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys_of[entry[0].issue.id]
+
+
+async def select(pool: asyncpg.Pool, memo: Memo | None, keys: list[str]) -> dict[str, CachedIssue]:
+    """The cached issues for the keys: from memory when live, else from PostgreSQL."""
+    if memo is None:
+        return await store.select_by_keys(pool, keys)
+    found = memo.get(keys)
+    missing = [key for key in keys if key not in found]
+    memo.hits += len(found)
+    memo.misses += len(missing)
+    if missing:
+        mark = memo.mark()
+        read = await store.select_by_keys(pool, missing)
+        memo.put(read, mark)
+        found |= read
+    return found
+
+
+async def listen(memo: Memo, dsn: str, stop: asyncio.Event) -> None:
+    """Keep a LISTEN connection for the memo until `stop`; while it is down, memo is off."""
+    while not stop.is_set():
+        try:
+            await _listen_once(memo, dsn, stop)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("change listener lost; memo off", extra={"error": type(exc).__name__})
+        memo.live = False
+        memo.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RECONNECT_SECONDS)
+
+
+async def _listen_once(memo: Memo, dsn: str, stop: asyncio.Event) -> None:
+    connection = await asyncpg.connect(dsn, timeout=PING_SECONDS)
+    lost = asyncio.Event()
+    connection.add_termination_listener(lambda _: lost.set())
+    try:
+        await connection.add_listener(CHANNEL, lambda *args: memo.on_notify(args[-1]))
+        memo.clear()  # changes made before we listened went unheard
+        memo.live = True
+        while not await _ended(lost, stop):
+            # A connection can die without a word (no FIN): ask it something now and then.
+            await connection.fetchval("SELECT 1", timeout=PING_SECONDS)
+    finally:
+        memo.live = False
+        connection.terminate()
+
+
+async def _ended(lost: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait up to PING_SECONDS for the connection to be lost or the listener stopped."""
+    waits = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(stop.wait())]
+    done, pending = await asyncio.wait(waits, timeout=PING_SECONDS, return_when="FIRST_COMPLETED")
+    for task in pending:
+        task.cancel()
+    return bool(done)
