@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8900
 
-.PHONY: install test test-pg15 run demo lint format clean
+.PHONY: install test test-pg15 run demo bench lint format clean
 
 install: $(STAMP)
 
@@ -38,10 +38,15 @@ run: install
 demo: install
 	$(BIN)/jira-status-cache demo $(DEMO_ARGS)
 
+# The benchmark suite (bench/README.md): `make bench`, or `make bench ARGS=--quick`.
+bench: install
+	test -x $(BIN)/py-spy || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench $(ARGS)
+
 lint: install
-	$(BIN)/ruff format --check service tests
-	$(BIN)/ruff check service tests
-	$(BIN)/mypy --strict service
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service tests bench
+	$(BIN)/mypy --strict service bench
 
 format: install
 	$(BIN)/ruff format service tests

@@ -79,6 +79,8 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
         return found
     now = datetime.now(UTC)
     wanted = [key for key in keys if key not in found or _older(found[key], max_age, now)]
+    if not wanted:
+        return found  # the hot path: no round trip to PostgreSQL at all
     settings: Settings = request.state.settings
     # A key Jira just said it does not know is not asked again until the negative TTL ends.
     known_missing = await store.recently_missing(

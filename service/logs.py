@@ -42,7 +42,12 @@ class Redactor(logging.Filter):
         record.msg = self.scrub(record.getMessage())
         record.args = None
         for name, value in list(vars(record).items()):
-            if name not in _STANDARD and isinstance(value, str | dict | list):
+            if name in _STANDARD:
+                continue
+            if isinstance(value, str):
+                setattr(record, name, self.scrub(value))
+            elif isinstance(value, dict | list):
+                # Nested values are scrubbed as their JSON text (costly, so only for these).
                 setattr(record, name, json.loads(self.scrub(json.dumps(value, default=str))))
         record.request_id = request_id.get()
         return True

@@ -8,6 +8,8 @@ from service.database import Executor
 
 # A claim moves next_due_at to the lease's end: leased keys leave the due range,
 # and a lease left by a killed process makes its keys due again when it expires.
+# `= ANY(ARRAY(...))` keeps the update to index lookups; a join with `due` was planned
+# as a hash join over all of `tracked` between about 50k and 500k keys (measured).
 _CLAIM = """
 WITH due AS (
     SELECT key FROM tracked
@@ -20,8 +22,7 @@ UPDATE tracked t
    SET lease_owner = $1,
        lease_until = now() + make_interval(secs => $3),
        next_due_at = now() + make_interval(secs => $3)
-  FROM due
- WHERE t.key = due.key
+ WHERE t.key = ANY(ARRAY(SELECT key FROM due))
 RETURNING t.key
 """
 

@@ -1,0 +1,1 @@
+"""Benchmarks of jira-status-cache against the origin design and bare baselines."""
