@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import links, memo, store, tracking
@@ -17,7 +17,6 @@ from service.errors import ApiError
 from service.jira import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key
 from service.refresh import Refresher, Report
-from service.responses import JSONResponse
 
 
 def render_time(value: datetime) -> str:

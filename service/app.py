@@ -11,7 +11,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from service import api, jira, migrate, openapi, triggers, webhook
@@ -24,7 +24,6 @@ from service.memo import Memo, listen
 from service.metrics import Metrics, get_metrics
 from service.poller import Poller
 from service.refresh import Refresher
-from service.responses import JSONResponse
 from service.schedule import start_scheduler
 
 # Jira cannot send our bearer tokens: the webhook proves itself with its own secret,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from service.jira import (
     JiraAuthError,
@@ -19,7 +19,6 @@ from service.jira import (
     JiraUnavailableError,
 )
 from service.model import InvalidKeyError, InvalidProjectIdError
-from service.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from service.config import Settings
 from service.model import KEY_PATTERN, PROJECT_ID_PATTERN
-from service.responses import JSONResponse
 
 Schema = dict[str, Any]
 

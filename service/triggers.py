@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import links, store, tracking
@@ -14,7 +14,6 @@ from service.guard import bearer_token, token_matches
 from service.model import check_project_id, normalize_key
 from service.poller import Poller
 from service.refresh import Refresher
-from service.responses import JSONResponse
 
 
 def refresher_of(request: Request) -> Refresher:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import deliveries, store, tracking
@@ -23,7 +23,6 @@ from service.errors import ApiError
 from service.memo import Memo
 from service.metrics import Metrics
 from service.model import InvalidIssueError, Issue, normalize_issue, normalize_key, storable
-from service.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def verify(body: bytes, signature: str | None, query_secret: str | None, secret:
 def parse(body: bytes, identifier: str | None) -> Delivery:
     """Read a verified body; raise UnusablePayloadError when it is not a Jira event."""
     try:
-        payload = orjson.loads(body)
+        payload = json.loads(body)
     except ValueError as exc:  # bad UTF-8 or JSON, or a number of over 4,300 digits
         raise UnusablePayloadError(f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("webhookEvent"), str):
