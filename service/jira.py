@@ -270,7 +270,7 @@ class JiraClient:
                 raise _Retry(None, None, "timed out") from exc
             except aiohttp.ClientError as exc:
                 self.stats.requests[call.route, "connection_error"] += 1
-                raise _Retry(None, None, f"could not be reached ({type(exc).__name__})") from exc
+                raise _Retry(None, None, f"could not be reached: {_reason(exc)}") from exc
 
     async def _answer(self, call: _Call, response: aiohttp.ClientResponse) -> tuple[int, Any]:
         status = response.status
@@ -394,6 +394,13 @@ def _drop_unknown(call: _Call, body: Any, keys: list[str]) -> list[str]:
         raise JiraError(call.endpoint, 400, _message(body))
     logger.info("Jira does not know %s; searching again without", sorted(named & set(keys)))
     return [key for key in keys if key not in named]
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    """What went wrong, for an operator: e.g. "Connect call failed ('10.0.0.5', 443)"."""
+    # aiohttp's own text names host and port, never the URL's path, query or credentials.
+    cause = getattr(exc, "os_error", None) or exc
+    return f"{type(exc).__name__}: {str(cause)[:200]}"
 
 
 async def _run_all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:

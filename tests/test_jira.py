@@ -476,3 +476,13 @@ def test_open_session_names_the_missing_credential():
         open_session(replace(CLOUD, jira_api_token=None))
     with pytest.raises(ConfigError, match="JIRA_PAT"):
         open_session(replace(DC, jira_pat=None))
+
+
+async def test_unreachable_jira_says_why_without_credentials(make_client):
+    """A refused connection names the cause and the address an operator must check, no token."""
+    client = make_client(jira_base_url="http://127.0.0.1:9", jira_max_retries=0)
+    with pytest.raises(JiraUnavailableError) as caught:
+        await client.check_credentials()
+    text = str(caught.value)
+    assert "Connect call failed" in text and "127.0.0.1" in text
+    assert CLOUD.jira_api_token not in text
