@@ -44,13 +44,13 @@ bench: install
 	$(BIN)/python -m bench $(ARGS)
 
 lint: install
-	$(BIN)/ruff format --check service tests bench
-	$(BIN)/ruff check service tests bench
-	$(BIN)/mypy --strict service bench
+	$(BIN)/ruff format --check service jira_simulator cache_demo tests bench
+	$(BIN)/ruff check service jira_simulator cache_demo tests bench
+	$(BIN)/mypy --strict service jira_simulator cache_demo bench
 
 format: install
-	$(BIN)/ruff format service tests
-	$(BIN)/ruff check --fix service tests
+	$(BIN)/ruff format service jira_simulator cache_demo tests bench
+	$(BIN)/ruff check --fix service jira_simulator cache_demo tests bench
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -10,8 +10,8 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv; only bench uses it
 
 from bench.payloads import FIRST_ID, PROJECT
-from service import migrate
-from service.database import Connection
+from service.storage import migrate
+from service.storage.pool import Connection
 
 PREFIX = "bench_"
 

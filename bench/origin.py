@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from service.database import Connection
 from service.model import Issue, normalize_issue
+from service.storage.pool import Connection
 
 FIELDS = "status,summary,assignee,priority,updated"
 UPDATE = """

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from service.simulator import SimOptions, Simulator
-from service.simulator.state import STATUSES
+from jira_simulator import SimOptions, Simulator
+from jira_simulator.state import STATUSES
 
 PROJECT = "BENCH"
 FIRST_ID = 10000  # issue n (from 1) has id FIRST_ID + n and key BENCH-n, as in the simulator

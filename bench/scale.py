@@ -16,9 +16,10 @@ from bench.payloads import issue_id, issue_key
 from bench.plan import Plan
 from bench.report import Figure, Results
 from bench.world import serve_settings, simulator_args
-from service import store, tracking
-from service.database import Connection, open_pool
 from service.model import Assignee, Issue, Status
+from service.storage import issues as store
+from service.storage import tracking
+from service.storage.pool import Connection, open_pool
 
 CLAIM = 1000
 UPSERT = 10_000

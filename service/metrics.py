@@ -11,8 +11,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.jira import JiraClient
-from service.memo import Memo
+from service.jira.client import JiraClient
+from service.sync.memo import Memo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BREAKER_STATES = ("closed", "open", "half_open")

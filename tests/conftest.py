@@ -14,11 +14,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from service.app import create_app
+from jira_simulator import Simulator
 from service.config import Settings
-from service.database import open_pool, start_embedded
-from service.migrate import apply_migrations
-from service.simulator import Simulator
+from service.http.app import create_app
+from service.storage.migrate import apply_migrations
+from service.storage.pool import open_pool, start_embedded
 from tests.live import jira_settings, serve, sim_options
 
 ROOT = Path(__file__).resolve().parent.parent

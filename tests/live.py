@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
-from service.app import create_app
+from jira_simulator import SimOptions, Simulator
 from service.config import Settings
-from service.simulator import SimOptions, Simulator
+from service.http.app import create_app
 
 EMAIL = "cache@example.com"
 TOKEN = "jira-token-for-tests"

@@ -6,8 +6,8 @@ import asyncpg
 import httpx
 import pytest
 
-from service import store
 from service.config import Settings
+from service.storage import issues as store
 from tests.conftest import app_client
 from tests.factory import make_issue
 from tests.pgproxy import PgProxy

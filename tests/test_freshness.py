@@ -9,12 +9,12 @@ import asyncpg
 import httpx
 import pytest
 
-from service import tracking
+from jira_simulator import Simulator
 from service.config import Settings
-from service.jira import JiraClient, open_session
-from service.poller import Poller
-from service.refresh import Refresher
-from service.simulator import Simulator
+from service.jira.client import JiraClient, open_session
+from service.storage import tracking
+from service.sync.poller import Poller
+from service.sync.refresh import Refresher
 from tests.live import jira_settings, serve
 from tests.pgproxy import PgProxy
 

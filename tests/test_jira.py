@@ -18,7 +18,7 @@ from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
 from service.config import ConfigError, Settings
-from service.jira import (
+from service.jira.client import (
     FIELDS,
     CircuitOpenError,
     JiraAuthError,
@@ -28,7 +28,7 @@ from service.jira import (
     JiraUnavailableError,
     open_session,
 )
-from service.ratelimit import CircuitBreaker, RateLimiter
+from service.jira.pacing import CircuitBreaker, RateLimiter
 from tests.test_ratelimit import FakeTime
 
 TOKEN = "api-token-SECRET-4f9a"

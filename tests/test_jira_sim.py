@@ -8,9 +8,9 @@ import asyncpg
 import httpx
 import pytest
 
+from jira_simulator import Simulator
 from service.config import Settings
-from service.jira import JiraClient, open_session
-from service.simulator import Simulator
+from service.jira.client import JiraClient, open_session
 from tests.live import jira_settings, serve, sim_options
 
 

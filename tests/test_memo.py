@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from service import store
-from service.memo import Memo
 from service.model import CachedIssue
+from service.storage import issues as store
+from service.sync.memo import Memo
 from tests.conftest import app_client
 from tests.factory import make_issue
 from tests.payloads import SECRET, encode, event, headers

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from service.migrate import apply_migrations, migration_files, pending_versions
+from service.storage.migrate import apply_migrations, migration_files, pending_versions
 from tests.conftest import _with_database
 
 

@@ -26,10 +26,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service import store
+from jira_simulator import Simulator
 from service.config import Settings
-from service.openapi import document
-from service.simulator import Simulator
+from service.http.openapi import document
+from service.storage import issues as store
 from tests.conftest import app_client
 from tests.factory import make_issue
 from tests.live import SECRET, jira_settings, serve

@@ -13,7 +13,7 @@ import pytest
 import yaml  # PyYAML comes with uvicorn[standard], a runtime dependency
 
 import service
-from service.migrate import MIGRATIONS_DIR
+from service.storage.migrate import MIGRATIONS_DIR
 from tests.live import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         rest.split()[0] for name, rest in instructions() if name == "COPY" and "--" not in rest
     ]
     assert copied and all(sent(path) and (ROOT / path).exists() for path in copied)
-    assert sent("service/cli.py") and sent("migrations/001_issues.sql")
+    assert sent("service/cli/main.py") and sent("migrations/001_issues.sql")
     assert not any(sent(path) for path in (".venv", ".data", ".git", "tests", ".env"))
 
 
@@ -174,7 +174,7 @@ def test_compose_sets_only_variables_the_service_reads() -> None:
 
 def test_compose_leaves_time_for_a_graceful_stop() -> None:
     """compose waits longer than serve's grace for requests in flight before it kills."""
-    from service.cli import SHUTDOWN_GRACE_SECONDS
+    from service.cli.main import SHUTDOWN_GRACE_SECONDS
 
     grace = COMPOSE["services"]["cache"]["stop_grace_period"]
     assert int(grace.removesuffix("s")) > SHUTDOWN_GRACE_SECONDS

@@ -10,13 +10,15 @@ from datetime import timedelta
 import asyncpg
 import httpx
 
-from service import deliveries, store, tracking
+from jira_simulator import Simulator
 from service.config import Settings
-from service.jira import JiraClient, open_session
-from service.poller import Poller
-from service.refresh import Refresher
-from service.schedule import poll_job, prune_job, start_scheduler
-from service.simulator import Simulator
+from service.jira.client import JiraClient, open_session
+from service.storage import issues as store
+from service.storage import tracking
+from service.storage import webhooks as deliveries
+from service.sync.poller import Poller
+from service.sync.refresh import Refresher
+from service.sync.schedule import poll_job, prune_job, start_scheduler
 from tests.factory import make_issue
 from tests.live import jira_settings, serve
 

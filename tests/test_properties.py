@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import ApiError
+from service.http.errors import ApiError
+from service.http.webhook import SIGNATURE_METHODS, event_time, verify
 from service.model import (
     KEY_PATTERN,
     InvalidIssueError,
@@ -24,7 +25,6 @@ from service.model import (
     normalize_issue,
     normalize_key,
 )
-from service.webhook import SIGNATURE_METHODS, event_time, verify
 
 # Bounded and derandomized: the same examples on every run, in well under a second each.
 bounded = settings(max_examples=200, derandomize=True, database=None, deadline=None)

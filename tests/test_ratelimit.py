@@ -8,7 +8,7 @@ from email.utils import formatdate
 
 import pytest
 
-from service.ratelimit import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
+from service.jira.pacing import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
 
 
 class FakeTime:

@@ -14,9 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import tracking
+from jira_simulator import Simulator
 from service.config import Settings
-from service.simulator import Simulator
+from service.storage import tracking
 from tests.conftest import app_client
 from tests.live import EMAIL, SECRET, TOKEN, free_port, jira_settings
 from tests.payloads import encode, event, headers

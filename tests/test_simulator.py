@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from jira_simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
 from service.model import InvalidIssueError, normalize_issue
-from service.simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
 
 NOT_FOUND = {
     "errorMessages": ["Issue does not exist or you do not have permission to see it."],
@@ -568,7 +568,7 @@ async def test_cli_serves_until_sigterm_and_exits_zero(client):
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.simulator",
+        "jira_simulator",
         "--port",
         "0",
         "--issues",

@@ -6,8 +6,8 @@ import asyncio
 
 import asyncpg
 
-from service import store
 from service.model import Assignee
+from service.storage import issues as store
 from tests.factory import DONE, make_issue
 
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service import deliveries, links, tracking
-from service.simulator import Simulator
-from service.tools import check_migrations
+from jira_simulator import Simulator
+from service.cli.commands import check_migrations
+from service.storage import links, tracking
+from service.storage import webhooks as deliveries
 from tests.live import EMAIL, SECRET, TOKEN, free_port
 
 COMMAND = [sys.executable, "-m", "service"]

@@ -9,9 +9,9 @@ import asyncpg
 import httpx
 import pytest
 
-from service import store
 from service.config import Settings
 from service.model import parse_jira_time
+from service.storage import issues as store
 from tests.conftest import app_client
 from tests.payloads import SECRET, encode, event, headers, sign
 from tests.pgproxy import PgProxy

@@ -14,17 +14,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from service import api, jira, migrate, openapi, triggers, webhook
-from service.access import Access
 from service.config import Settings
-from service.database import open_pool
-from service.errors import DATABASE_DOWN, HANDLERS
-from service.guard import BodyLimit, TokenGuard
-from service.memo import Memo, listen
+from service.http import issues as api
+from service.http import openapi, webhook
+from service.http import refreshes as triggers
+from service.http.accesslog import Access
+from service.http.errors import DATABASE_DOWN, HANDLERS
+from service.http.middleware import BodyLimit, TokenGuard
+from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
-from service.poller import Poller
-from service.refresh import Refresher
-from service.schedule import start_scheduler
+from service.storage import migrate
+from service.storage.pool import open_pool
+from service.sync.memo import Memo, listen
+from service.sync.poller import Poller
+from service.sync.refresh import Refresher
+from service.sync.schedule import start_scheduler
 
 # Jira cannot send our bearer tokens: the webhook proves itself with its own secret,
 # and the cron endpoint also takes CRON_SECRET.

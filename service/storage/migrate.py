@@ -11,7 +11,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Any constant works, as long as every replica uses the same one.
 _LOCK_ID = 0x6A697261  # "jira"
 

@@ -6,14 +6,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import links, store, tracking
-from service.api import render_issue_now
 from service.config import Settings
-from service.errors import ApiError
-from service.guard import bearer_token, token_matches
+from service.http.errors import ApiError
+from service.http.issues import render_issue_now
+from service.http.middleware import bearer_token, token_matches
 from service.model import check_project_id, normalize_key
-from service.poller import Poller
-from service.refresh import Refresher
+from service.storage import issues as store
+from service.storage import links, tracking
+from service.sync.poller import Poller
+from service.sync.refresh import Refresher
 
 
 def refresher_of(request: Request) -> Refresher:

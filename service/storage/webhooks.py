@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.database import Executor
+from service.storage.pool import Executor
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service.jira import (
+from service.jira.client import (
     JiraAuthError,
     JiraError,
     JiraRateLimitedError,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from service import deliveries
 from service.config import Settings
-from service.poller import Poller
+from service.storage import webhooks as deliveries
+from service.sync.poller import Poller
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600

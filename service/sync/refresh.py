@@ -10,12 +10,13 @@ from typing import Literal
 
 import asyncpg
 
-from service import store, tracking
-from service.jira import JiraClient
-from service.memo import Memo
+from service.jira.answer import Reading
+from service.jira.client import JiraClient
 from service.metrics import Metrics
 from service.model import Source
-from service.reading import Reading
+from service.storage import issues as store
+from service.storage import tracking
+from service.sync.memo import Memo
 
 KeyOutcome = Literal["refreshed", "unchanged", "not_found", "failed"]
 

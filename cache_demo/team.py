@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.simulator import Simulator
+from jira_simulator import Simulator
 
 FLOW = ("To Do", "In Progress", "In Review", "Done")
 _VERBS = ("Fix", "Speed up", "Document", "Retry", "Simplify", "Log")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.database import Executor
+from service.storage.pool import Executor
 
 # A claim moves next_due_at to the lease's end: leased keys leave the due range,
 # and a lease left by a killed process makes its keys due again when it expires.

@@ -16,13 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import deliveries, store, tracking
 from service.config import Settings
-from service.database import Connection, Executor
-from service.errors import ApiError
-from service.memo import Memo
+from service.http.errors import ApiError
 from service.metrics import Metrics
 from service.model import InvalidIssueError, Issue, normalize_issue, normalize_key, storable
+from service.storage import issues as store
+from service.storage import tracking
+from service.storage import webhooks as deliveries
+from service.storage.pool import Connection, Executor
+from service.sync.memo import Memo
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import aiohttp
 from yarl import URL
 
 from service.config import ConfigError, Settings
+from service.jira.answer import Reading, check_key, sort_keys
+from service.jira.pacing import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
 from service.model import Issue, normalize_issue
-from service.ratelimit import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
-from service.reading import Reading, check_key, sort_keys
 
 # The errors, most general first. `endpoint` is always "METHOD /path", never a full URL.
 #

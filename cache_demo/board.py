@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from service.simulator import Simulator
+from jira_simulator import Simulator
 
 from .team import Team
 

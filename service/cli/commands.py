@@ -16,12 +16,14 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from service import deliveries, jira, links, migrate, tracking
 from service.config import ConfigError, Settings
-from service.database import open_pool, redact_dsn, resolve_dsn
-from service.errors import DATABASE_DOWN
+from service.http.errors import DATABASE_DOWN
+from service.jira import client as jira
 from service.model import InvalidProjectIdError, check_project_id
-from service.refresh import Refresher, Report
+from service.storage import links, migrate, tracking
+from service.storage import webhooks as deliveries
+from service.storage.pool import open_pool, redact_dsn, resolve_dsn
+from service.sync.refresh import Refresher, Report
 
 SubParsers = argparse._SubParsersAction  # argparse names no public type for it
 # Besides a server that is down: refused credentials, no such database, a malformed DSN,

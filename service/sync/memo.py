@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from service import store
 from service.model import CachedIssue
+from service.storage import issues as store
 
 log = logging.getLogger(__name__)
 CHANNEL = "jsc_issues"  # see migrations/003_notify.sql

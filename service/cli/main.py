@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 
 import uvicorn
 
-from service import tools
+from service.cli import commands as tools
 from service.config import ConfigError, Settings
-from service.database import open_pool, resolve_dsn
 from service.logs import setup_logging
+from service.storage.pool import open_pool, resolve_dsn
 
 log = logging.getLogger("service")
 # How long requests in flight may finish after SIGTERM before they are cancelled, so that
@@ -48,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if args.command == "simulate":
-        from service import simulator
+        import jira_simulator as simulator
 
         return simulator.main(rest)
     if args.command == "demo":
-        from service import demo
+        import cache_demo as demo
 
         return demo.main(rest)
     if rest:
@@ -93,7 +93,7 @@ def secrets_of(settings: Settings) -> list[str | None]:
 
 def serve(settings: Settings) -> int:
     settings.check_serving()
-    from service.app import create_app
+    from service.http.app import create_app
 
     dsn = resolve_dsn(settings.database_url, settings.data_dir)
     app = create_app(dataclasses.replace(settings, database_url=dsn))
@@ -113,7 +113,7 @@ def serve(settings: Settings) -> int:
 
 
 def migrate(settings: Settings) -> int:
-    from service.migrate import apply_migrations
+    from service.storage.migrate import apply_migrations
 
     async def run() -> list[str]:
         pool = await open_pool(resolve_dsn(settings.database_url, settings.data_dir), 1, 1)

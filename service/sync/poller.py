@@ -11,10 +11,11 @@ import time
 
 import asyncpg
 
-from service import store, tracking
 from service.config import Settings
-from service.jira import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
-from service.refresh import Refresher, Report
+from service.jira.client import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
+from service.storage import issues as store
+from service.storage import tracking
+from service.sync.refresh import Refresher, Report
 
 log = logging.getLogger(__name__)
 # Within the time a container runtime allows for stopping (often 30 s), with room to spare.

@@ -8,8 +8,8 @@ from typing import Literal
 
 import asyncpg
 
-from service.database import Executor
 from service.model import Assignee, CachedIssue, Issue, Source, Status
+from service.storage.pool import Executor
 
 Outcome = Literal["created", "updated", "unchanged", "stale"]
 

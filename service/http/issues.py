@@ -11,12 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import links, memo, store, tracking
 from service.config import Settings
-from service.errors import ApiError
-from service.jira import JiraError
+from service.http.errors import ApiError
+from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key
-from service.refresh import Refresher, Report
+from service.storage import issues as store
+from service.storage import links, tracking
+from service.sync import memo
+from service.sync.refresh import Refresher, Report
 
 
 def render_time(value: datetime) -> str:

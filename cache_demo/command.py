@@ -16,10 +16,10 @@ import aiohttp
 import asyncpg
 import uvicorn
 
-from service.app import WEBHOOK_PATH, create_app
+from jira_simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
 from service.config import Settings
-from service.database import start_embedded
-from service.simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
+from service.http.app import WEBHOOK_PATH, create_app
+from service.storage.pool import start_embedded
 
 from .board import Board, View
 from .team import Team

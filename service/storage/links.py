@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.database import Executor
 from service.model import CachedIssue
-from service.store import cached_from_row
+from service.storage.issues import cached_from_row
+from service.storage.pool import Executor
 
 _LINK = """
 WITH created AS (

@@ -1,0 +1,1 @@
+"""The command-line front door: serve, migrate, check, refresh and the rest."""

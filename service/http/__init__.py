@@ -1,0 +1,1 @@
+"""The HTTP front door: the Starlette app, its routes, middleware and errors."""

@@ -1,0 +1,1 @@
+"""The Jira REST client: bulk reads, auth, pacing and its errors."""

@@ -1,0 +1,1 @@
+"""Keeping the cache fresh: read-through, refresh, the poller, its schedule, the memo."""
