@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,11 +18,15 @@ from tests.payloads import SECRET, encode, event, headers, sign
 from tests.pgproxy import PgProxy
 
 PATH = "/api/v1/webhooks/jira"
+LETTERS = "/api/v1/webhooks/dead-letters"
+ADMIN_TOKEN = "admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
 async def hooks(db: asyncpg.Pool, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(settings, webhook_secret=SECRET, api_tokens=frozenset({"t"})) as http:
+    tokens = {"api_tokens": frozenset({"t"}), "admin_tokens": frozenset({ADMIN_TOKEN})}
+    async with app_client(settings, webhook_secret=SECRET, **tokens) as http:
         yield http
 
 
@@ -108,24 +113,93 @@ async def test_not_json_and_no_event_are_400_and_dead_lettered(hooks, db) -> Non
     for body in (b"{not json", b'{"issue": {}}'):
         response = await hooks.post(PATH, content=body, headers=headers(body))
         assert response.status_code == 400
-    letters = await hooks.get(
-        "/api/v1/webhooks/dead-letters", headers={"Authorization": "Bearer t"}
-    )
+    letters = await hooks.get(LETTERS, headers=ADMIN)
     bodies = [letter["body"] for letter in letters.json()["dead_letters"]]
     assert bodies == ['{"issue": {}}', "{not json"]
     assert await db.fetchval("SELECT count(*) FROM issues") == 0
 
 
-async def test_issue_without_usable_fields_is_dead_lettered(hooks, db) -> None:
-    """An issue event whose issue cannot be normalized is 400 and dead-lettered."""
+def assigned_without_updated() -> dict[str, Any]:
+    """A real `issue_assigned` delivery: Jira sent the issue without `fields.updated`."""
     payload = event()
+    payload["issue_event_type_name"] = "issue_assigned"
+    payload["issue"]["fields"] = {
+        "summary": "Login fails",
+        "assignee": {"accountId": "5b10a2844c20165700ede21g", "displayName": "Mia Krystof"},
+    }
+    payload["changelog"]["items"] = [
+        {"field": "assignee", "fieldtype": "jira", "from": None, "to": "5b10a2844c20165700ede21g"}
+    ]
+    return payload
+
+
+async def test_update_without_fields_updated_is_accepted_and_read_soon(hooks, db) -> None:
+    """An update lacking fields.updated is 200 `due`: recorded, tracked, due now, not a letter."""
+    response = await post(hooks, assigned_without_updated(), "a")
+    again = await post(hooks, assigned_without_updated(), "a")
+    due = await db.fetchval("SELECT next_due_at <= now() FROM tracked WHERE key = 'PRJ-7'")
+    assert response.status_code == 200 and response.json() == {"outcome": "due"} and due
+    assert again.json() == {"outcome": "duplicate"}
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
+    assert await cached(db) is None
+
+
+async def test_unusable_fields_of_a_tracked_issue_make_it_due(hooks, db) -> None:
+    """A tracked issue whose update carries a bad time is made due now, under its current key."""
+    await post(hooks, event(key="NEW-3"), "a")
+    await db.execute(
+        "INSERT INTO tracked (key, next_due_at) VALUES ('NEW-3', now() + interval '1 hour')"
+    )
+    payload = event(key="NEW-3")
     payload["issue"]["fields"]["updated"] = "yesterday"
+    del payload["issue"]["key"]
+    response = await post(hooks, payload, "b")
+    assert response.json() == {"outcome": "due"}
+    assert await db.fetchval("SELECT next_due_at <= now() FROM tracked WHERE key = 'NEW-3'")
+
+
+@pytest.mark.parametrize(
+    "issue",
+    [
+        {},
+        {"fields": {"summary": "no id, no key"}},
+        {"id": "1" * 30, "key": "PRJ-7", "fields": {}},
+        {"id": "10007", "key": "PRJ-" + "7" * 3000, "fields": {}},
+    ],
+)
+async def test_update_naming_no_usable_issue_is_dead_lettered(hooks, db, issue) -> None:
+    """An issue event naming no issue, or a malformed id or key, is 400 and a dead letter."""
+    response = await post(hooks, {"webhookEvent": "jira:issue_updated", "issue": issue})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unusable_payload"
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
+
+
+@pytest.mark.parametrize("name", ["jira:issue_deleted", "comment_created"])
+async def test_thirty_digit_id_is_400_not_500(hooks, db, name) -> None:
+    """A delete or comment naming a 30-digit issue id is 400 and dead-lettered (Jira stops)."""
+    payload = {"webhookEvent": name, "issue": {"id": "9" * 30, "key": "PRJ-7"}}
     response = await post(hooks, payload)
     assert response.status_code == 400
-    assert (
-        await db.fetchval("SELECT error FROM dead_letters") == response.json()["error"]["message"]
-    )
-    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
+async def test_deeply_nested_json_is_400_not_500(hooks, db) -> None:
+    """A signed body nested past the recursion limit is 400 and dead-lettered."""
+    body = b'{"webhookEvent": "x", "y": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await hooks.post(PATH, content=body, headers=headers(body))
+    assert response.status_code == 400 and "nested" in response.json()["error"]["message"]
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
+async def test_long_delivery_identifier_still_dedupes(hooks, db) -> None:
+    """An identifier past the btree limit is kept as its hash: 200, and a retry is a duplicate."""
+    identifier = secrets.token_urlsafe(4000)  # random: PostgreSQL cannot compress it
+    first = await post(hooks, event(), identifier)
+    again = await post(hooks, event(), identifier)
+    assert (first.status_code, again.json()) == (200, {"outcome": "duplicate"})
 
 
 async def test_body_over_limit_is_413(db, settings: Settings) -> None:
@@ -196,14 +270,6 @@ async def test_other_events_are_ignored_with_200(hooks, db) -> None:
     """Events that name no issue answer 200 ignored."""
     response = await post(hooks, {"webhookEvent": "sprint_started", "sprint": {"id": 1}})
     assert response.status_code == 200 and response.json()["outcome"] == "ignored"
-
-
-async def test_webhook_reschedules_a_tracked_issue(hooks, db) -> None:
-    """An issue kept fresh by webhooks is not due for polling."""
-    await db.execute("INSERT INTO tracked (key) VALUES ('PRJ-7')")
-    await post(hooks, event())
-    due = await db.fetchval("SELECT next_due_at > now() + interval '50 minutes' FROM tracked")
-    assert due
 
 
 async def test_database_down_is_503_so_jira_retries(db, settings: Settings) -> None:
