@@ -13,6 +13,7 @@ import pytest
 from service.config import Settings
 from service.model import parse_jira_time
 from service.storage import issues as store
+from service.sync.schedule import prune_job
 from tests.conftest import app_client
 from tests.payloads import SECRET, encode, event, headers, sign
 from tests.pgproxy import PgProxy
@@ -100,10 +101,18 @@ async def test_duplicate_delivery_writes_once(hooks, db) -> None:
     assert (await cached(db)).issue.summary == "changed by hand"
 
 
-async def test_older_event_after_newer_leaves_newer(hooks, db) -> None:
-    """Events out of order: the one with the newer fields.updated wins."""
-    await post(hooks, event(summary="new", updated="2026-11-26T05:10:00.000-0600"), "a")
-    late = await post(hooks, event(summary="old", updated="2026-11-26T05:05:00.000-0600"), "b")
+def moved(payload: dict[str, Any]) -> dict[str, Any]:
+    """The event as Jira sends it after a move: a changelog `Key` item (the other write path)."""
+    payload["changelog"]["items"] = [{"field": "Key", "fromString": "OLD-1", "toString": "PRJ-7"}]
+    return payload
+
+
+@pytest.mark.parametrize("shape", [dict, moved], ids=["plain", "moved"])
+async def test_older_event_after_newer_leaves_newer(hooks, db, shape) -> None:
+    """Events out of order, through either write path: the newer fields.updated wins."""
+    await post(hooks, shape(event(summary="new", updated="2026-11-26T05:10:00.000-0600")), "a")
+    older = event(summary="old", updated="2026-11-26T05:05:00.000-0600")
+    late = await post(hooks, shape(older), "b")
     assert late.status_code == 200 and late.json()["outcome"] == "stale"
     assert (await cached(db)).issue.summary == "new"
 
@@ -281,3 +290,68 @@ async def test_database_down_is_503_so_jira_retries(db, settings: Settings) -> N
         response = await post(http, event())
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert await cached(db) is None
+
+
+async def add_letters(db: asyncpg.Pool, count: int, size: int) -> None:
+    await db.executemany(
+        "INSERT INTO dead_letters (delivery_id, error, body) VALUES ($1, 'bad', $2)",
+        [(f"d-{n}", f"{n:06d}" + "x" * (size - 6)) for n in range(count)],
+    )
+
+
+async def test_dead_letters_are_paged_with_bodies_cut_short(hooks, db) -> None:
+    """Large letters list as short previews within a byte budget; `before` pages on to the end."""
+    await add_letters(db, 150, 64 * 1024)
+    first = await hooks.get(f"{LETTERS}?limit=1000", headers=ADMIN)
+    page = first.json()
+    assert len(first.content) < 1024 * 1024 and page["next"] is not None
+    assert all(
+        letter["truncated"] and letter["body_bytes"] == 64 * 1024 for letter in page["dead_letters"]
+    )
+    seen = [letter["id"] for letter in page["dead_letters"]]
+    while page["next"] is not None:
+        page = (
+            await hooks.get(f"{LETTERS}?limit=1000&before={page['next']}", headers=ADMIN)
+        ).json()
+        seen += [letter["id"] for letter in page["dead_letters"]]
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 150
+
+
+async def test_one_dead_letter_is_shown_whole(hooks, db) -> None:
+    """A letter asked by id has its whole body, a time in Z; unknown and bad ids are 404 and 400."""
+    await add_letters(db, 1, 5000)
+    listed = (await hooks.get(LETTERS, headers=ADMIN)).json()["dead_letters"][0]
+    whole = await hooks.get(f"{LETTERS}/{listed['id']}", headers=ADMIN)
+    unknown = await hooks.get(f"{LETTERS}/{listed['id'] + 1}", headers=ADMIN)
+    bad = await hooks.get(f"{LETTERS}/x1", headers=ADMIN)
+    assert whole.json()["body"] == "000000" + "x" * 4994 and not whole.json()["truncated"]
+    assert len(listed["body"]) < 5000 and listed["received_at"].endswith("Z")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "dead_letter_not_found")
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_id")
+
+
+async def test_dead_letters_need_an_admin_token(hooks, db, settings: Settings) -> None:
+    """An API token does not open dead letters, an admin token does; no admin token, no access."""
+    api = await hooks.get(LETTERS, headers={"Authorization": "Bearer t"})
+    admin = await hooks.get(LETTERS, headers=ADMIN)
+    async with app_client(settings, api_tokens=frozenset({"t"})) as http:
+        none = await http.get(LETTERS, headers={"Authorization": "Bearer t"})
+    assert (api.status_code, admin.status_code, none.status_code) == (401, 200, 401)
+    assert "admin" in api.json()["error"]["message"]
+
+
+async def test_old_dead_letters_are_pruned(db) -> None:
+    """The prune job deletes letters past DEAD_LETTER_RETENTION_DAYS and keeps younger ones."""
+    await add_letters(db, 2, 10)
+    await db.execute(
+        "UPDATE dead_letters SET received_at = now() - interval '15 days' WHERE delivery_id = 'd-0'"
+    )
+    await prune_job(db, 7.0, 14.0)
+    assert await db.fetchval("SELECT array_agg(delivery_id) FROM dead_letters") == ["d-1"]
+
+
+async def test_dead_letters_are_counted_in_metrics(hooks, db) -> None:
+    """Each delivery kept as a dead letter counts in jsc_dead_letters_total."""
+    await hooks.post(PATH, content=b"{not json", headers=headers(b"{not json"))
+    scraped = (await hooks.get("/metrics")).text
+    assert "jsc_dead_letters_total 1.0" in scraped
