@@ -135,7 +135,9 @@ def read_issue_id(value: Any) -> int:
     """Jira's numeric id, as a number PostgreSQL's bigint holds."""
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise InvalidIssueError(f"issue id {value!r} is not a number")
+        raise InvalidIssueError(
+            f"issue id {shorten(repr(value))} is not a number of 1 to 18 digits"
+        )
     return int(text)
 
 
@@ -145,7 +147,7 @@ def read_issue_key(value: Any) -> str:
     try:
         return normalize_key(value)
     except InvalidKeyError:
-        raise InvalidIssueError(f"issue key {value!r} is malformed") from None
+        raise InvalidIssueError(f"issue key {shorten(value)!r} is malformed") from None
 
 
 def _read_updated(value: Any) -> datetime:

@@ -58,6 +58,8 @@ UNUSABLE_PAYLOAD = "unusable_payload"
 WEBHOOKS_DISABLED = "webhooks_disabled"
 BODY_TOO_LARGE = "body_too_large"
 DATABASE_UNAVAILABLE = "database_unavailable"
+ISSUE_NOT_FOUND = "issue_not_found"
+JIRA_NOT_CONFIGURED = "jira_not_configured"
 
 
 class Unauthorized(ApiError):
@@ -91,6 +93,16 @@ class UnusablePayload(ApiError):
 class WebhooksDisabled(ApiError):
     def __init__(self) -> None:
         super().__init__(403, WEBHOOKS_DISABLED, "set JIRA_WEBHOOK_SECRET to accept webhooks")
+
+
+class IssueNotFound(ApiError):
+    def __init__(self, key: str) -> None:
+        super().__init__(404, ISSUE_NOT_FOUND, f"Jira has no issue {key}, or hides it from us")
+
+
+class JiraNotConfigured(ApiError):
+    def __init__(self) -> None:
+        super().__init__(503, JIRA_NOT_CONFIGURED, "set JIRA_BASE_URL to read from Jira")
 
 
 class BodyTooLarge(ApiError):

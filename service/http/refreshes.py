@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.http.errors import ApiError
+from service.http.errors import ApiError, IssueNotFound, JiraNotConfigured
 from service.http.issues import render_issue_now
 from service.model import check_project_id, normalize_key
 from service.storage import issues as store
@@ -18,7 +18,7 @@ from service.sync.refresh import Refresher
 def refresher_of(request: Request) -> Refresher:
     refresher: Refresher | None = request.state.refresher
     if refresher is None:
-        raise ApiError(503, "jira_not_configured", "set JIRA_BASE_URL to read from Jira")
+        raise JiraNotConfigured()
     return refresher
 
 
@@ -28,7 +28,7 @@ async def refresh_issue(request: Request) -> Response:
     pool = request.state.pool
     cached = await store.select_by_key(pool, key)
     if report.results[key].outcome == "not_found" and cached is None:
-        raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
+        raise IssueNotFound(key)
     if cached is None:
         raise ApiError(502, "jira_error", report.results[key].error or "no answer for the key")
     await tracking.track(pool, [cached.issue.key])
