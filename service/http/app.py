@@ -30,6 +30,7 @@ from service.sync.schedule import start_scheduler
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
+ADMIN = "an admin token (ADMIN_TOKENS)"
 
 
 class State(TypedDict):
@@ -119,9 +120,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
             routes=[
                 *webhook.delivery_routes,
                 # Closed whenever the API is: an API token does not open them.
-                *guard(webhook.letter_routes, settings.admin_tokens, "an admin token", bool(api)),
-                *guard(refreshes.cron_routes, cron, "CRON_SECRET or an API token"),
-                *guard(refreshes.routes + issues.routes, api, "an API token"),
+                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
+                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
+                *guard(refreshes.routes + issues.routes, api, "an API or an admin token"),
             ],
         ),
     ]

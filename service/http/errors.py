@@ -49,7 +49,6 @@ class ApiError(Exception):
 
 # Stable codes callers may branch on; each status's codes are listed in the OpenAPI document.
 UNAUTHORIZED = "unauthorized"
-FORBIDDEN = "forbidden"
 INVALID_LIMIT = "invalid_limit"
 INVALID_CURSOR = "invalid_cursor"
 INVALID_ID = "invalid_id"
