@@ -63,6 +63,9 @@ class Settings:
     cron_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    admin_tokens: frozenset[str] = field(default=frozenset(), repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
+    dead_letter_retention_days: float = 14.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +114,11 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
+            admin_tokens=read.tokens("ADMIN_TOKENS"),
+            metrics_token=read.text("METRICS_TOKEN"),
+            dead_letter_retention_days=read.number(
+                "DEAD_LETTER_RETENTION_DAYS", float, 14.0, low=0.01, high=36500
+            ),
         )
 
     @property

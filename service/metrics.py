@@ -74,6 +74,9 @@ class Metrics:
         )
         self.pool_in_use = Gauge("jsc_db_pool_in_use", "Database connections in use", registry=r)
         self.pool_size = Gauge("jsc_db_pool_size", "Database connections open", registry=r)
+        self.dead_letters = Counter(
+            "jsc_dead_letters", "Webhook deliveries kept as dead letters", registry=r
+        )
 
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))

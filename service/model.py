@@ -15,6 +15,8 @@ State = Literal["ok", "not_found", "deleted", "error"]
 CATEGORIES: tuple[str, ...] = ("new", "indeterminate", "done")
 KEY_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*-[1-9][0-9]*$")
 PROJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Jira's own keys are far shorter; the bound keeps a key inside PostgreSQL's btree row limit.
+MAX_KEY_LENGTH = 255
 # Jira's `updated` carries a numeric offset without a colon: 2026-11-26T05:37:14.123-0600.
 _JIRA_TIME = re.compile(r"^(.*T\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d):?(\d\d)$")
 
@@ -29,16 +31,24 @@ class InvalidIssueError(ValueError):
 
 class InvalidKeyError(ValueError):
     def __init__(self, key: str) -> None:
-        super().__init__(f"{key!r} is not a Jira issue key (expected e.g. PRJ-7)")
+        super().__init__(
+            f"{shorten(key)!r} is not a Jira issue key "
+            f"(expected e.g. PRJ-7, at most {MAX_KEY_LENGTH} characters)"
+        )
         self.key = key
 
 
 class InvalidProjectIdError(ValueError):
     def __init__(self, project_id: str) -> None:
         super().__init__(
-            f"{project_id!r} is not a project id (1 to 128 of letters, digits and ._:-)"
+            f"{shorten(project_id)!r} is not a project id (1 to 128 of letters, digits and ._:-)"
         )
         self.project_id = project_id
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """Text fit to quote in an error message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +81,11 @@ def normalize_key(key: str) -> str:
     """Upper-case a key and check it against Jira's key format."""
     stripped = key.strip()
     # str.upper() turns some other letters into ASCII ones (the long s into S): keys are ASCII.
-    if not stripped.isascii() or not KEY_PATTERN.fullmatch(stripped.upper()):
+    if (
+        len(stripped) > MAX_KEY_LENGTH
+        or not stripped.isascii()
+        or not KEY_PATTERN.fullmatch(stripped.upper())
+    ):
         raise InvalidKeyError(key)
     return stripped.upper()
 
@@ -107,8 +121,8 @@ def normalize_issue(raw: Any) -> Issue:
     if not isinstance(fields, dict):
         raise InvalidIssueError("issue has no fields object")
     return Issue(
-        id=_read_id(raw.get("id")),
-        key=_read_key(raw.get("key")),
+        id=read_issue_id(raw.get("id")),
+        key=read_issue_key(raw.get("key")),
         status=_read_status(fields.get("status")),
         summary=_text(fields.get("summary")),
         assignee=_read_assignee(fields.get("assignee")),
@@ -117,20 +131,23 @@ def normalize_issue(raw: Any) -> Issue:
     )
 
 
-def _read_id(value: Any) -> int:
+def read_issue_id(value: Any) -> int:
+    """Jira's numeric id, as a number PostgreSQL's bigint holds."""
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise InvalidIssueError(f"issue id {value!r} is not a number")
+        raise InvalidIssueError(
+            f"issue id {shorten(repr(value))} is not a number of 1 to 18 digits"
+        )
     return int(text)
 
 
-def _read_key(value: Any) -> str:
+def read_issue_key(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidIssueError("issue has no key")
     try:
         return normalize_key(value)
     except InvalidKeyError:
-        raise InvalidIssueError(f"issue key {value!r} is malformed") from None
+        raise InvalidIssueError(f"issue key {shorten(value)!r} is malformed") from None
 
 
 def _read_updated(value: Any) -> datetime:
@@ -169,6 +186,11 @@ def _get(value: Any, name: str) -> Any:
 
 def _text(value: Any) -> str | None:
     return storable(value) if isinstance(value, str) else None
+
+
+def render_time(value: datetime) -> str:
+    """A time as every answer shows it: UTC, milliseconds, `Z`."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def storable(text: str) -> str:

@@ -36,9 +36,15 @@ from tests.live import SECRET, jira_settings, serve
 from tests.payloads import event, headers
 from tests.pgproxy import PgProxy
 
-TOKEN = "api-token-for-tests"
+TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# An admin token opens every route, dead letters included; the API token none of those.
+TOKENS: dict[str, Any] = {
+    "api_tokens": frozenset({"api-token-for-tests"}),
+    "admin_tokens": frozenset({TOKEN}),
+}
 WEBHOOK = "/api/v1/webhooks/jira"
+API_ONLY = {"Authorization": "Bearer api-token-for-tests"}
 DOC = document(Settings())
 
 
@@ -106,7 +112,7 @@ class World:
 @pytest.fixture
 async def world(db, settings, sim) -> AsyncIterator[World]:
     sim.seed(3, ["PRJ"])
-    wired = jira_settings(settings, sim, api_tokens=frozenset({TOKEN}))
+    wired = jira_settings(settings, sim, **TOKENS)
     async with app_client(wired) as http:
         http.headers.update(AUTH)
         yield World(http, sim, db, wired)
@@ -165,13 +171,17 @@ def refused(path: str, method: str = "GET") -> Scenario:
 ISSUE, ISSUES, REFRESH = "/api/v1/issues/{key}", "/api/v1/issues", "/api/v1/issues/{key}/refresh"
 LINKS, LINK = "/api/v1/projects/{project_id}/jira", "/api/v1/projects/{project_id}/jira/{key}"
 PROJECT_REFRESH, CRON = "/api/v1/projects/{project_id}/jira/refresh", "/api/v1/cron/jira-refresh"
-LETTERS = "/api/v1/webhooks/dead-letters"
+LETTERS, LETTER = "/api/v1/webhooks/dead-letters", "/api/v1/webhooks/dead-letters/{id}"
 
 scenario("/healthz", "get", 200)(plain("/healthz"))
 scenario("/readyz", "get", 200)(plain("/readyz"))
 scenario("/readyz", "get", 503)(cut("/readyz"))
 scenario("/metrics", "get", 200)(plain("/metrics"))
 scenario("/metrics", "get", 503)(cut("/metrics"))
+scenario(LETTER, "get", 400)(plain("/api/v1/webhooks/dead-letters/0"))
+scenario(LETTER, "get", 401)(wrong_token("/api/v1/webhooks/dead-letters/1"))
+scenario(LETTER, "get", 404)(plain("/api/v1/webhooks/dead-letters/1"))
+scenario(LETTER, "get", 503)(cut("/api/v1/webhooks/dead-letters/1"))
 scenario("/openapi.json", "get", 200)(wrong_token("/openapi.json"))
 
 scenario(ISSUES, "get", 200)(plain("/api/v1/issues?keys=PRJ-1,prj-2,PRJ-404"))
@@ -211,7 +221,7 @@ scenario(PROJECT_REFRESH, "post", 503)(jiraless("/api/v1/projects/p/jira/refresh
 scenario(CRON, "get", 401)(wrong_token("/api/v1/cron/jira-refresh"))
 scenario(CRON, "get", 503)(jiraless("/api/v1/cron/jira-refresh"))
 scenario(LETTERS, "get", 400)(plain("/api/v1/webhooks/dead-letters?limit=%C2%B2"))
-scenario(LETTERS, "get", 401)(wrong_token("/api/v1/webhooks/dead-letters"))
+scenario(LETTERS, "get", 401)(lambda w: w.http.get(LETTERS, headers=API_ONLY))
 scenario(LETTERS, "get", 503)(cut("/api/v1/webhooks/dead-letters"))
 
 
@@ -319,6 +329,19 @@ async def dead_letters(w: World) -> httpx.Response:
     return await w.http.get("/api/v1/webhooks/dead-letters?limit=5")
 
 
+@scenario(LETTER, "get", 200)
+async def dead_letter(w: World) -> httpx.Response:
+    await unusable_webhook(w)
+    listed = (await w.http.get(LETTERS)).json()["dead_letters"]
+    return await w.http.get(f"{LETTERS}/{listed[0]['id']}")
+
+
+@scenario("/metrics", "get", 401)
+async def metrics_with_its_token_set(w: World) -> httpx.Response:
+    async with w.variant(metrics_token="scraper-token") as http:
+        return await http.get("/metrics")
+
+
 def test_every_documented_answer_has_a_scenario() -> None:
     """Each status of each operation in the document is produced by a scenario here."""
     documented = {
@@ -345,7 +368,7 @@ async def test_real_answers_fit_the_document(world, answer) -> None:
 
 async def test_served_document_is_this_one_and_public(db, settings) -> None:
     """/openapi.json needs no token and serves the document, valid for schemathesis."""
-    async with app_client(settings, api_tokens=frozenset({TOKEN})) as http:
+    async with app_client(settings, **TOKENS) as http:
         response = await http.get("/openapi.json")
     assert response.status_code == 200 and response.json() == document(settings)
     schemathesis.openapi.from_dict(response.json()).validate()
@@ -358,7 +381,7 @@ async def test_served_document_is_this_one_and_public(db, settings) -> None:
 async def test_other_methods_answer_405_with_allow(client, path) -> None:
     """A documented path called with an undocumented method answers 405, Allow and the error."""
     documented = {method.upper() for method in DOC["paths"][path]}
-    url = path.replace("{key}", "PRJ-1").replace("{project_id}", "checkout")
+    url = path.replace("{key}", "PRJ-1").replace("{project_id}", "checkout").replace("{id}", "1")
     response = await client.request("PATCH", url)
     assert response.status_code == 405
     validate(DOC["components"]["schemas"]["Error"], response.json())
@@ -425,6 +448,6 @@ def fuzz(path: str, method: str, url: str, mode: schemathesis.GenerationMode) ->
 async def test_fuzzed_requests_conform(db, settings, sim, path, method, mode) -> None:
     """Generated requests answer no 5xx and only documented answers that fit their schemas."""
     sim.seed(20, ["PRJ"])
-    async with serve(jira_settings(settings, sim, api_tokens=frozenset({TOKEN}))) as url:
+    async with serve(jira_settings(settings, sim, **TOKENS)) as url:
         # Requests blocks: it runs in a thread while this loop serves the app and Jira.
         await asyncio.to_thread(fuzz, path, method, url, mode)

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.http.errors import ApiError
-from service.http.webhook import SIGNATURE_METHODS, event_time, verify
 from service.model import (
     KEY_PATTERN,
+    MAX_KEY_LENGTH,
     InvalidIssueError,
     InvalidKeyError,
     InvalidProjectIdError,
@@ -24,6 +23,15 @@ from service.model import (
     check_project_id,
     normalize_issue,
     normalize_key,
+)
+from service.sync.webhook import (
+    SIGNATURE_METHODS,
+    SignatureError,
+    UnusablePayloadError,
+    event_time,
+    named_issue,
+    parse,
+    verify,
 )
 
 # Bounded and derandomized: the same examples on every run, in well under a second each.
@@ -159,9 +167,8 @@ def sign(body: bytes, secret: str, method: str) -> str:
 
 
 def rejected(body: bytes, signature: str | None, query: str | None, secret: str) -> str:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(SignatureError) as caught:
         verify(body, signature, query, secret)
-    assert caught.value.status == 401
     return caught.value.code
 
 
@@ -234,7 +241,7 @@ keys_and_near_misses = near(st.from_regex(JIRA_KEY, fullmatch=True)) | st.text(
 def test_key_check_agrees_with_jiras_format(key, padding) -> None:
     """A key is accepted, upper-cased, exactly when it has Jira's format, in any case."""
     asked = padding + key + padding
-    if JIRA_KEY.fullmatch(asked.strip()):
+    if JIRA_KEY.fullmatch(asked.strip()) and len(asked.strip()) <= MAX_KEY_LENGTH:
         assert normalize_key(asked) == asked.strip().upper()
     else:
         with pytest.raises(InvalidKeyError):
@@ -250,3 +257,38 @@ def test_project_id_check_agrees_with_its_pattern(project_id) -> None:
     else:
         with pytest.raises(InvalidProjectIdError):
             check_project_id(project_id)
+
+
+@pytest.mark.parametrize("length", [MAX_KEY_LENGTH, MAX_KEY_LENGTH + 1, 3000])
+def test_key_length_is_bounded(length) -> None:
+    """A key of Jira's format is accepted up to 255 characters, refused beyond, quoted short."""
+    key = "P" * (length - 2) + "-1"
+    if length <= MAX_KEY_LENGTH:
+        assert normalize_key(key) == key
+        return
+    with pytest.raises(InvalidKeyError) as caught:
+        normalize_key(key)
+    assert len(str(caught.value)) < 200
+
+
+@bounded
+@given(json_values)
+def test_any_named_issue_is_read_or_refused(issue) -> None:
+    """Whatever a delivery's `issue` holds, it names an issue, nothing, or is unusable."""
+    with contextlib.suppress(UnusablePayloadError):
+        named = named_issue({"issue": issue})
+        assert named is None or named.id is not None or named.key is not None
+
+
+@pytest.mark.parametrize("ids", ["1" * 30, "-1", "10007.5", "", "\u0661"])
+def test_malformed_issue_ids_are_unusable(ids) -> None:
+    """An issue id that is not a bigint-sized whole number makes the payload unusable."""
+    with pytest.raises(UnusablePayloadError):
+        named_issue({"issue": {"id": ids, "key": "PRJ-7"}})
+
+
+def test_deeply_nested_json_is_unusable() -> None:
+    """JSON nested past Python's recursion limit is an unusable payload, not a crash."""
+    body = b'{"webhookEvent": "jira:issue_updated", "x": ' + b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(UnusablePayloadError, match="nested"):
+        parse(body + b"}", "d-1")

@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
 
 import asyncpg
+import pytest
 
-from service.model import Assignee
+from service.model import Assignee, Issue
 from service.storage import issues as store
+from service.storage import webhooks
 from tests.factory import DONE, make_issue
 
+Write = Callable[[asyncpg.Pool, Issue], Awaitable[store.Outcome]]
+_deliveries = itertools.count()
 
-async def test_upsert_creates_then_reads_back_every_field(db: asyncpg.Pool) -> None:
+
+async def bulk(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
+    return (await store.upsert_issues(db, [issue], "webhook"))[issue.id]
+
+
+async def hook(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
+    delivery = f"d-{next(_deliveries)}"
+    outcome = await webhooks.apply_issue_event(db, issue, delivery, "jira:issue_updated")
+    assert outcome is not None
+    return outcome
+
+
+@pytest.fixture(params=[bulk, hook], ids=["bulk", "webhook"])
+def write(request: pytest.FixtureRequest) -> Write:
+    """Every write path of an issue: the bulk upsert and the webhook's one statement."""
+    return request.param  # type: ignore[no-any-return]
+
+
+async def test_upsert_creates_then_reads_back_every_field(db: asyncpg.Pool, write: Write) -> None:
     """A written issue reads back whole, with its source and state ok."""
     issue = make_issue(assignee=Assignee("5b10a2844c20165700ede21g", "Mia Krystof"))
-    outcome = await store.upsert_issues(db, [issue], "webhook")
+    outcome = await write(db, issue)
     cached = await store.select_by_key(db, "PRJ-7")
-    assert outcome == {10007: "created"}
+    assert outcome == "created"
     assert cached is not None
     assert cached.issue == issue
     assert (cached.source, cached.state, cached.error, cached.failures) == (
@@ -27,28 +51,30 @@ async def test_upsert_creates_then_reads_back_every_field(db: asyncpg.Pool) -> N
     )
 
 
-async def test_older_update_is_ignored_and_newer_applied(db: asyncpg.Pool) -> None:
+async def test_older_update_is_ignored_and_newer_applied(db: asyncpg.Pool, write: Write) -> None:
     """Whatever arrives last, the issue with the newest Jira `updated` time wins."""
-    await store.upsert_issues(db, [make_issue(minutes=10, summary="newest")], "webhook")
-    stale = await store.upsert_issues(db, [make_issue(minutes=5, summary="older")], "poll")
+    await store.upsert_issues(db, [make_issue(minutes=10, summary="newest")], "poll")
+    stale = await write(db, make_issue(minutes=5, summary="older"))
     cached = await store.select_by_key(db, "PRJ-7")
-    assert stale == {10007: "stale"}
+    assert stale == "stale"
     assert cached is not None and cached.issue.summary == "newest"
-    newer = await store.upsert_issues(db, [make_issue(minutes=11, status=DONE)], "poll")
+    newer = await write(db, make_issue(minutes=11, status=DONE))
     cached = await store.select_by_key(db, "PRJ-7")
-    assert newer == {10007: "updated"}
-    assert cached is not None and cached.issue.status == DONE and cached.source == "poll"
+    assert newer == "updated"
+    assert cached is not None and cached.issue.status == DONE and cached.source == "webhook"
 
 
-async def test_same_updated_time_is_unchanged_but_refreshes_fetched_at(db: asyncpg.Pool) -> None:
+async def test_same_updated_time_is_unchanged_but_refreshes_fetched_at(
+    db: asyncpg.Pool, write: Write
+) -> None:
     """Re-reading an issue Jira has not changed marks it fresh without counting a change."""
     await store.upsert_issues(db, [make_issue()], "poll")
     before = await store.select_by_key(db, "PRJ-7")
-    outcome = await store.upsert_issues(db, [make_issue()], "refresh")
+    outcome = await write(db, make_issue())
     after = await store.select_by_key(db, "PRJ-7")
-    assert outcome == {10007: "unchanged"}
+    assert outcome == "unchanged"
     assert before is not None and after is not None
-    assert after.fetched_at > before.fetched_at and after.source == "refresh"
+    assert after.fetched_at > before.fetched_at and after.source == "webhook"
 
 
 async def test_duplicates_in_one_call_keep_the_newest(db: asyncpg.Pool) -> None:
@@ -69,19 +95,37 @@ async def test_ten_thousand_issues_in_one_call(db: asyncpg.Pool) -> None:
     assert await db.fetchval("SELECT count(*) FROM issues") == 10_000
 
 
-async def test_moved_issue_answers_to_old_and_new_key(db: asyncpg.Pool) -> None:
+async def test_moved_issue_answers_to_old_and_new_key(db: asyncpg.Pool, write: Write) -> None:
     """After a move, the old key still resolves to the same issue under its new key."""
     await store.upsert_issues(db, [make_issue(key="OLD-7")], "poll")
-    await store.upsert_issues(db, [make_issue(key="NEW-1", minutes=1)], "webhook")
+    await write(db, make_issue(key="NEW-1", minutes=1))
     found = await store.select_by_keys(db, ["OLD-7", "NEW-1", "NONE-1"])
     assert set(found) == {"OLD-7", "NEW-1"}
     assert found["OLD-7"].issue.key == "NEW-1" and found["OLD-7"].issue.id == 10007
     assert await db.fetchval("SELECT count(*) FROM issues") == 1
 
 
-async def test_concurrent_writers_leave_the_newest(db: asyncpg.Pool) -> None:
+async def test_concurrent_writers_leave_the_newest(db: asyncpg.Pool, write: Write) -> None:
     """Many racing writes of one issue end with the newest version, whatever the order."""
     versions = [make_issue(minutes=m, summary=f"v{m}") for m in range(40)]
-    await asyncio.gather(*(store.upsert_issues(db, [v], "poll") for v in reversed(versions)))
+    await asyncio.gather(*(write(db, v) for v in reversed(versions)))
     cached = await store.select_by_key(db, "PRJ-7")
     assert cached is not None and cached.issue.summary == "v39"
+
+
+async def test_update_older_than_a_deletion_stays_out(db: asyncpg.Pool, write: Write) -> None:
+    """A deleted issue is not revived by an older update, and is by a newer one."""
+    deleted_at = make_issue(minutes=5).updated
+    await store.mark_deleted(db, 10007, "PRJ-7", deleted_at)
+    older = await write(db, make_issue(minutes=4, summary="late"))
+    newer = await write(db, make_issue(minutes=6, summary="recreated"))
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert (older, newer) == ("stale", "updated")
+    assert cached is not None and cached.state == "ok" and cached.issue.summary == "recreated"
+
+
+async def test_a_write_forgets_that_jira_had_no_such_key(db: asyncpg.Pool, write: Write) -> None:
+    """Writing an issue clears the negative cache for its key."""
+    await store.mark_not_found(db, ["PRJ-7"], "poll")
+    await write(db, make_issue())
+    assert await store.recently_missing(db, ["PRJ-7"], 3600) == set()

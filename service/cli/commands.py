@@ -17,12 +17,13 @@ from typing import Any, TextIO
 import asyncpg
 
 from service.config import ConfigError, Settings
-from service.http.errors import DATABASE_DOWN
 from service.jira import client as jira
-from service.model import InvalidProjectIdError, check_project_id
+from service.model import InvalidProjectIdError, check_project_id, render_time
 from service.storage import links, migrate, tracking
 from service.storage import webhooks as deliveries
+from service.storage.pool import UNREACHABLE as DATABASE_DOWN
 from service.storage.pool import open_pool, redact_dsn, resolve_dsn
+from service.storage.webhooks import WHOLE
 from service.sync.refresh import Refresher, Report
 
 SubParsers = argparse._SubParsersAction  # argparse names no public type for it
@@ -281,7 +282,8 @@ def dead_letters(settings: Settings, args: argparse.Namespace, out: TextIO = sys
 
 async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out: TextIO) -> int:
     async with database(settings) as pool:
-        letters = await deliveries.list_dead_letters(pool, limit)
+        # --json gives each body whole; the listing shows 160 characters of it.
+        letters = await deliveries.list_dead_letters(pool, limit, preview=WHOLE if as_json else 200)
     if not letters and not as_json:
         print("no dead letters", file=out)
     for letter in letters:
@@ -290,9 +292,9 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
 
 
 def render_letter(letter: deliveries.DeadLetter) -> str:
-    received = letter.received_at.isoformat(timespec="seconds")
+    received = render_time(letter.received_at)
     body = " ".join(letter.body.split())
-    body = body if len(body) <= 160 else body[:157] + "..."
+    body = body if len(body) <= 160 and not letter.truncated else body[:157] + "..."
     return (
         f"#{letter.id}  {received}  delivery {letter.delivery_id or '(no identifier)'}\n"
         f"    error: {letter.error}\n"
@@ -301,5 +303,5 @@ def render_letter(letter: deliveries.DeadLetter) -> str:
 
 
 def render_json(letter: deliveries.DeadLetter) -> str:
-    fields = dataclasses.asdict(letter) | {"received_at": letter.received_at.isoformat()}
+    fields = dataclasses.asdict(letter) | {"received_at": render_time(letter.received_at)}
     return json.dumps(fields)

@@ -12,28 +12,25 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from service.config import Settings
-from service.http import issues as api
-from service.http import openapi, webhook
-from service.http import refreshes as triggers
+from service.http import issues, openapi, refreshes, webhook
 from service.http.accesslog import Access
-from service.http.errors import DATABASE_DOWN, HANDLERS
-from service.http.middleware import BodyLimit, TokenGuard
+from service.http.errors import HANDLERS
+from service.http.middleware import BodyLimit, Guard
 from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
-from service.storage.pool import open_pool
+from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync.memo import Memo, listen
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.schedule import start_scheduler
 
-# Jira cannot send our bearer tokens: the webhook proves itself with its own secret,
-# and the cron endpoint also takes CRON_SECRET.
+# Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
-CRON_PATH = "/api/v1/cron/jira-refresh"
+ADMIN = "an admin token (ADMIN_TOKENS)"
 
 
 class State(TypedDict):
@@ -56,7 +53,7 @@ async def readyz(request: Request) -> Response:
     try:
         async with request.state.pool.acquire(timeout=2) as connection:
             pending = await migrate.pending_versions(connection)
-    except DATABASE_DOWN:
+    except DatabaseUnavailableError:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     if pending:
         body = {"status": "unavailable", "database": "ok", "pending_migrations": pending}
@@ -106,6 +103,42 @@ async def remembering(settings: Settings, dsn: str, metrics: Metrics) -> AsyncIt
             await asyncio.gather(listener, return_exceptions=True)
 
 
+def routes(settings: Settings) -> list[BaseRoute]:
+    """Every route, each behind the tokens that open it (see the README's token table)."""
+    api = settings.api_tokens | settings.admin_tokens
+    cron = api | ({settings.cron_secret} if settings.cron_secret else set())
+    metrics_token = frozenset({settings.metrics_token} if settings.metrics_token else set())
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
+        *guard([Route("/metrics", get_metrics, methods=["GET"])], metrics_token, "METRICS_TOKEN"),
+        # Inside the Mount, so that a wrong method is a 405, not the Mount's 404; the
+        # refresh routes first, so that .../jira/refresh is not read as a key.
+        Mount(
+            "/api/v1",
+            routes=[
+                *webhook.delivery_routes,
+                # Closed whenever the API is: an API token does not open them.
+                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
+                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
+                *guard(refreshes.routes + issues.routes, api, "an API or an admin token"),
+            ],
+        ),
+    ]
+
+
+def guard(
+    routes: list[Route], tokens: frozenset[str], accepted: str, required: bool = False
+) -> list[Route]:
+    """The routes, each requiring one of `tokens` (none configured and not required: open)."""
+    middleware = [Middleware(Guard, tokens=tokens, accepted=accepted, required=required)]
+    return [
+        Route(r.path, r.endpoint, methods=sorted(r.methods or ()), middleware=middleware)
+        for r in routes
+    ]
+
+
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
@@ -136,22 +169,9 @@ def create_app(settings: Settings) -> Starlette:
             await pool.close()
 
     return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
-            Route("/metrics", get_metrics, methods=["GET"]),
-            # Inside the Mount, so that a wrong method is a 405, not the Mount's 404; the
-            # refresh routes first, so that .../jira/refresh is not read as a key.
-            Mount("/api/v1", routes=webhook.routes + triggers.routes + api.routes),
-        ],
+        routes=routes(settings),
         middleware=[
             Middleware(Access, metrics=metrics),
-            Middleware(
-                TokenGuard,
-                tokens=settings.api_tokens,
-                open_paths=frozenset({WEBHOOK_PATH, CRON_PATH}),
-            ),
             Middleware(
                 BodyLimit, limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes)
             ),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,23 +17,12 @@ from service.jira.client import (
     JiraUnavailableError,
 )
 from service.model import InvalidKeyError, InvalidProjectIdError
+from service.storage.pool import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER = "5"
 JIRA_RETRY_AFTER = 30.0
-# What a lost or refused PostgreSQL connection looks like from asyncpg and the OS.
-DATABASE_DOWN: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-)
-
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -60,6 +47,68 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+# Stable codes callers may branch on; each status's codes are listed in the OpenAPI document.
+UNAUTHORIZED = "unauthorized"
+INVALID_LIMIT = "invalid_limit"
+INVALID_CURSOR = "invalid_cursor"
+INVALID_ID = "invalid_id"
+DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
+UNUSABLE_PAYLOAD = "unusable_payload"
+WEBHOOKS_DISABLED = "webhooks_disabled"
+BODY_TOO_LARGE = "body_too_large"
+DATABASE_UNAVAILABLE = "database_unavailable"
+ISSUE_NOT_FOUND = "issue_not_found"
+JIRA_NOT_CONFIGURED = "jira_not_configured"
+
+
+class Unauthorized(ApiError):
+    """No token, or one that does not open the route; the answer names the kinds it takes."""
+
+    def __init__(self, problem: str, accepted: str) -> None:
+        super().__init__(
+            401,
+            UNAUTHORIZED,
+            f"{problem}; send {accepted}",
+            {"WWW-Authenticate": 'Bearer realm="api"'},
+        )
+
+
+class InvalidNumber(ApiError):
+    def __init__(self, code: str, name: str, low: int, high: int | None = None) -> None:
+        bounds = f"from {low} to {high}" if high is not None else f"of {low} or more"
+        super().__init__(400, code, f"{name} must be a whole number {bounds}")
+
+
+class DeadLetterNotFound(ApiError):
+    def __init__(self, letter_id: int) -> None:
+        super().__init__(404, DEAD_LETTER_NOT_FOUND, f"no dead letter {letter_id}")
+
+
+class UnusablePayload(ApiError):
+    def __init__(self, problem: str) -> None:
+        super().__init__(400, UNUSABLE_PAYLOAD, problem)
+
+
+class WebhooksDisabled(ApiError):
+    def __init__(self) -> None:
+        super().__init__(403, WEBHOOKS_DISABLED, "set JIRA_WEBHOOK_SECRET to accept webhooks")
+
+
+class IssueNotFound(ApiError):
+    def __init__(self, key: str) -> None:
+        super().__init__(404, ISSUE_NOT_FOUND, f"Jira has no issue {key}, or hides it from us")
+
+
+class JiraNotConfigured(ApiError):
+    def __init__(self) -> None:
+        super().__init__(503, JIRA_NOT_CONFIGURED, "set JIRA_BASE_URL to read from Jira")
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(413, BODY_TOO_LARGE, f"{what} is over the limit of {limit} bytes")
+
+
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -67,8 +116,12 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-async def on_api_error(request: Request, exc: ApiError) -> Response:
+def render_error(exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def on_api_error(request: Request, exc: ApiError) -> Response:
+    return render_error(exc)
 
 
 async def on_http_error(request: Request, exc: HTTPException) -> Response:
@@ -82,11 +135,11 @@ async def on_invalid_input(request: Request, exc: Exception) -> Response:
     return error_response(400, code, str(exc))
 
 
-async def on_database_down(request: Request, exc: Exception) -> Response:
-    log.warning("database unreachable", extra={"error": type(exc).__name__})
+async def on_database_down(request: Request, exc: DatabaseUnavailableError) -> Response:
+    log.warning("database unreachable", extra={"error": type(exc.__cause__).__name__})
     return error_response(
         503,
-        "database_unavailable",
+        DATABASE_UNAVAILABLE,
         "PostgreSQL is unreachable; retry later",
         {"Retry-After": DATABASE_RETRY_AFTER},
     )
@@ -115,7 +168,7 @@ HANDLERS: dict[Any, Handler] = {
     HTTPException: on_http_error,
     InvalidKeyError: on_invalid_input,
     InvalidProjectIdError: on_invalid_input,
-    **dict.fromkeys(DATABASE_DOWN, on_database_down),
+    DatabaseUnavailableError: on_database_down,
     JiraError: on_jira_error,
     Exception: on_unexpected,
 }

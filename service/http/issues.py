@@ -14,15 +14,11 @@ from starlette.routing import Route
 from service.config import Settings
 from service.http.errors import ApiError
 from service.jira.client import JiraError
-from service.model import CachedIssue, check_project_id, normalize_key
+from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.storage import issues as store
 from service.storage import links, tracking
 from service.sync import memo
 from service.sync.refresh import Refresher, Report
-
-
-def render_time(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render_issue(cached: CachedIssue, ttl: float, now: datetime) -> dict[str, Any]:

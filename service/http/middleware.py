@@ -1,4 +1,4 @@
-"""ASGI middleware at the door: bearer tokens for the API and a cap on body size."""
+"""ASGI middleware: a bearer-token guard for the routes it wraps, and a cap on body size."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.errors import ApiError, error_response
-
-API_PREFIX = "/api/v1"
+from service.http.errors import BodyTooLarge, Unauthorized, render_error
 
 
 def token_matches(presented: str, accepted: Iterable[str]) -> bool:
@@ -28,28 +26,30 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-class TokenGuard:
-    """Require one of API_TOKENS on /api/v1, except on paths that check their own secret."""
+class Guard:
+    """Require one of `tokens` as a bearer token on the route it wraps.
 
-    def __init__(self, app: ASGIApp, tokens: frozenset[str], open_paths: frozenset[str]) -> None:
+    With `required` false and no tokens configured the route is open (a loopback service
+    without tokens); with `required` true and no tokens, nothing opens it.
+    """
+
+    def __init__(
+        self, app: ASGIApp, tokens: frozenset[str], accepted: str, required: bool = False
+    ) -> None:
         self.app = app
         self.tokens = tokens
-        self.open_paths = open_paths
+        self.accepted = accepted
+        self.required = required or bool(tokens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._guarded(scope["path"]):
+        if scope["type"] != "http" or not self.required:
             return await self.app(scope, receive, send)
         token = bearer_token(scope)
         if token is None or not token_matches(token, self.tokens):
-            problem = "missing bearer token" if token is None else "unknown bearer token"
-            response = error_response(
-                401, "unauthorized", problem, {"WWW-Authenticate": 'Bearer realm="api"'}
-            )
+            problem = "missing bearer token" if token is None else "this token does not open it"
+            response = render_error(Unauthorized(problem, self.accepted))
             return await response(scope, receive, send)
         await self.app(scope, receive, send)
-
-    def _guarded(self, path: str) -> bool:
-        return bool(self.tokens) and path.startswith(API_PREFIX) and path not in self.open_paths
 
 
 class BodyLimit:
@@ -64,7 +64,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            response = error_response(413, "body_too_large", self._message())
+            response = render_error(self._too_large())
             return await response(scope, receive, send)
         await self.app(scope, self._counting(receive), send)
 
@@ -76,13 +76,13 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise ApiError(413, "body_too_large", self._message())
+                raise self._too_large()
             return message
 
         return counted
 
-    def _message(self) -> str:
-        return f"request body is over the limit of {self.limit} bytes"
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge("request body", self.limit)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -32,7 +32,10 @@ A cache of Jira issue status. Every error answers `{"error": {"code", "message"}
 operation lists the codes it can answer under each status. A path not listed here answers 404
 `not_found`; a listed path called with a method it does not list answers 405
 `method_not_allowed` with an `Allow` header (or 404); a body over the limit answers 413
-`body_too_large` on any route. Bearer tokens are checked only when API_TOKENS is set."""
+`body_too_large` on any route. Bearer tokens: API routes take an API or admin token (checked
+only when API_TOKENS or ADMIN_TOKENS is set), dead letters only an admin token, the cron route
+also CRON_SECRET, /metrics METRICS_TOKEN when it is set; the webhook proves itself by its own
+secret; /healthz, /readyz and /openapi.json are open."""
 
 
 def document(settings: Settings) -> Schema:
@@ -49,7 +52,10 @@ def document(settings: Settings) -> Schema:
 
 
 def bearer() -> Schema:
-    about = "one of API_TOKENS, checked only when it is set; the cron route also takes CRON_SECRET"
+    about = (
+        "API_TOKENS or ADMIN_TOKENS for API routes, ADMIN_TOKENS for dead letters, also"
+        " CRON_SECRET for the cron route, METRICS_TOKEN for /metrics when set"
+    )
     return {"type": "http", "scheme": "bearer", "description": about}
 
 
@@ -150,7 +156,8 @@ def service_schemas() -> dict[str, Schema]:
         "Readiness": readiness | {"required": ["status", "database"]},
         "WebhookEvent": webhook_event(),
         "WebhookOutcome": record(outcome=outcome),
-        "DeadLetters": record(dead_letters=array(dead_letter())),
+        "DeadLetters": record(dead_letters=array(dead_letter()), next=nullable(integer())),
+        "DeadLetter": dead_letter(),
         "Error": error_body(),
     }
 
@@ -159,9 +166,11 @@ def webhook_event() -> Schema:
     """Jira's event: only `webhookEvent` is required, since events other than an issue's are
     answered `ignored` or `due`, whatever else they hold."""
     about = (
-        "An issue event must carry `issue` with `id`, `key` and `fields.updated`, else 400"
-        " (`unusable_payload`); `fields.status`, `summary`, `assignee` and `priority` are kept"
-        " when present, a changelog `Key` item records a move, `timestamp` (ms) dates a delete."
+        "An issue event with `issue.id`, `key` and `fields.updated` is applied; one that names"
+        " the issue (id or key) but lacks fields is accepted as `due` and the issue read from"
+        " Jira soon; one naming no issue, or a malformed id or key, is 400 (`unusable_payload`)."
+        " `fields.status`, `summary`, `assignee` and `priority` are kept when present, a"
+        " changelog `Key` item records a move, `timestamp` (ms) dates a delete."
     )
     example = {"webhookEvent": "jira:issue_updated", "timestamp": 1795000000000}
     return {
@@ -174,13 +183,20 @@ def webhook_event() -> Schema:
 
 
 def dead_letter() -> Schema:
+    """A letter; in a list its body is cut short (`truncated`), asked by id it is whole."""
     return record(
-        id={"type": "integer"},
+        id=integer(),
         delivery_id=nullable(text()),
         error=text(),
         received_at=text(format="date-time"),
         body=text(),
+        body_bytes=integer(),
+        truncated={"type": "boolean"},
     )
+
+
+def integer() -> Schema:
+    return {"type": "integer"}
 
 
 def error_body(*codes: str) -> Schema:
@@ -274,12 +290,12 @@ def probe_paths() -> Schema:
     }
     prometheus = {"text/plain": {"schema": text()}}
     scraped = {"description": "Prometheus text exposition format", "content": prometheus}
-    metrics = {"200": scraped, "503": unavailable("database_unavailable")}
+    metrics = guarded({"200": scraped, "503": unavailable("database_unavailable")})
     described = {"200": answer("this document", {"type": "object"})}
     return {
         "/healthz": {"get": operation("healthz", "Liveness", health, security=PUBLIC)},
         "/readyz": {"get": operation("readyz", "Readiness", ready, security=PUBLIC)},
-        "/metrics": {"get": operation("metrics", "Metrics", metrics, security=PUBLIC)},
+        "/metrics": {"get": operation("metrics", "Metrics (METRICS_TOKEN when set)", metrics)},
         "/openapi.json": {"get": operation("openapi", "This document", described, security=PUBLIC)},
     }
 
@@ -385,11 +401,22 @@ def hook_paths() -> Schema:
         "503": unavailable("database_unavailable", "jira_not_configured"),
     }
     letters = {
-        "200": answer("the newest unusable deliveries first", ref("DeadLetters")),
-        "400": fail("invalid limit", "invalid_limit"),
+        "200": answer(
+            "the newest unusable deliveries first, bodies cut short; `next` is the `before`"
+            " of the next page, null on the last",
+            ref("DeadLetters"),
+        ),
+        "400": fail("invalid limit or cursor", "invalid_limit", "invalid_cursor"),
+        "503": unavailable("database_unavailable"),
+    }
+    letter = {
+        "200": answer("the letter with its whole body", ref("DeadLetter")),
+        "400": fail("invalid id", "invalid_id"),
+        "404": missing("dead_letter_not_found"),
         "503": unavailable("database_unavailable"),
     }
     limit = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
+    cursor = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
     return {
         "/api/v1/cron/jira-refresh": {
             "get": operation("cronRefresh", "Poll everything due now", guarded(polled))
@@ -401,6 +428,15 @@ def hook_paths() -> Schema:
                 "Deliveries that could not be used",
                 guarded(letters),
                 parameter("query", "limit", limit, "how many", required=False),
+                parameter("query", "before", cursor, "only letters older than this id", False),
+            )
+        },
+        "/api/v1/webhooks/dead-letters/{id}": {
+            "get": operation(
+                "getDeadLetter",
+                "One dead letter, whole",
+                guarded(letter),
+                parameter("path", "id", cursor, "the letter's id"),
             )
         },
     }
@@ -411,7 +447,9 @@ def webhook() -> Schema:
     responses = {
         "200": answer("the delivery was verified and handled", ref("WebhookOutcome")),
         "400": fail(
-            "the body is not a usable Jira event (kept as a dead letter)", "unusable_payload"
+            "the body is not JSON, not a Jira event, or names no usable issue id or key"
+            " (kept as a dead letter)",
+            "unusable_payload",
         ),
         "401": fail("bad or missing signature", "invalid_signature", "missing_signature"),
         "403": fail("JIRA_WEBHOOK_SECRET is not set", "webhooks_disabled"),

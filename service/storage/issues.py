@@ -19,16 +19,15 @@ Outcome = Literal["created", "updated", "unchanged", "stale"]
 # snapshot before the write, which tells created, updated and unchanged apart; an issue
 # not returned was stale. Every step is a per-row index lookup, never a join of two
 # CTEs: a cached generic plan that misjudges the array sizes then stays linear (a join
-# plan went quadratic, 0.2 s to 6 s for 10,000 rows, measured).
-_UPSERT_TEMPLATE = """
-WITH {gate}
-incoming AS (
+# plan went quadratic, 0.2 s to 6 s for 10,000 rows, measured). The webhook's statement
+# (storage/webhooks.py) writes the same way; the write-forward tests run through both.
+_UPSERT = """
+WITH incoming AS (
     SELECT * FROM unnest(
         $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::text[], $9::text[], $10::timestamptz[]
     ) AS t(id, key, status_id, status_name, status_category, summary,
            assignee_account_id, assignee_display_name, priority, jira_updated_at)
-    {only_if}
 ),
 written AS (
     INSERT INTO issues AS i (
@@ -60,30 +59,9 @@ keys AS (
 ),
 found AS (
     DELETE FROM missing_keys m WHERE m.key = ANY($2::text[])
-){then}
-{answer}
+)
+SELECT id, previous, current FROM written
 """
-_UPSERT = _UPSERT_TEMPLATE.format(
-    gate="", only_if="", then="", answer="SELECT id, previous, current FROM written"
-)
-
-# A webhook's whole write in one statement (one round trip, atomic without BEGIN/COMMIT):
-# record the delivery, upsert the issue only if the delivery is new, and push the issue's
-# next poll a TTL away. A duplicate delivery finds `delivery` empty and writes nothing.
-_APPLY_EVENT = _UPSERT_TEMPLATE.format(
-    gate="""delivery AS (
-    INSERT INTO webhook_deliveries (id, event) VALUES ($12, $13)
-    ON CONFLICT DO NOTHING RETURNING id
-),""",
-    only_if="WHERE EXISTS (SELECT 1 FROM delivery)",
-    then=""",
-polled AS (
-    UPDATE tracked SET next_due_at = now() + make_interval(secs => $14)
-     WHERE key IN (SELECT key FROM written) AND lease_owner IS NULL
-)""",
-    answer="""SELECT EXISTS (SELECT 1 FROM delivery) AS fresh, w.id, w.previous, w.current
-  FROM (SELECT 1) AS one LEFT JOIN written AS w ON true""",
-)
 
 _SELECT_BY_KEYS = """
 SELECT k.key AS asked, i.*
@@ -99,22 +77,9 @@ async def upsert_issues(
     latest = _latest_by_id(issues)
     if not latest:
         return {}
-    rows = await executor.fetch(_UPSERT, *_columns(latest), source)
-    written = {row["id"]: _outcome(row) for row in rows}
+    rows = await executor.fetch(_UPSERT, *columns(latest), source)
+    written = {row["id"]: outcome_of(row) for row in rows}
     return {issue.id: written.get(issue.id, "stale") for issue in latest}
-
-
-async def apply_issue_event(
-    executor: Executor, issue: Issue, delivery_id: str, event: str, ttl: float
-) -> Outcome | None:
-    """Record a webhook delivery and write its issue forward; None for a repeated delivery."""
-    rows = await executor.fetch(
-        _APPLY_EVENT, *_columns([issue]), "webhook", delivery_id, event, ttl
-    )
-    row = rows[0]
-    if not row["fresh"]:
-        return None
-    return "stale" if row["id"] is None else _outcome(row)
 
 
 async def select_by_keys(executor: Executor, keys: Iterable[str]) -> dict[str, CachedIssue]:
@@ -157,7 +122,8 @@ def _latest_by_id(issues: Sequence[Issue]) -> list[Issue]:
     return list(latest.values())
 
 
-def _columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
+def columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
+    """The issues as the ten arrays ($1 to $10) that every upsert statement unnests."""
     return (
         [i.id for i in issues],
         [i.key for i in issues],
@@ -172,7 +138,7 @@ def _columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
     )
 
 
-def _outcome(row: asyncpg.Record) -> Outcome:
+def outcome_of(row: asyncpg.Record) -> Outcome:
     """The outcome of a written row; a row not written was stale."""
     previous: datetime | None = row["previous"]
     if previous is None:

@@ -2,17 +2,71 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
-Pool = asyncpg.Pool
+# What a lost, refused or crashed PostgreSQL connection looks like from asyncpg and the OS.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """PostgreSQL cannot be reached, or went away mid-query; retry later."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"PostgreSQL is unreachable: {type(cause).__name__}: {cause}")
+
+
+class _Acquire(PoolAcquireContext):
+    """Borrow a connection; whatever fails to reach PostgreSQL, then or while it is held,
+    raises DatabaseUnavailableError."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        try:
+            return await super().__aenter__()
+        except UNREACHABLE as exc:
+            raise DatabaseUnavailableError(exc) from exc
+
+    async def __aexit__(self, *exc: object) -> None:
+        error = exc[1] if len(exc) > 1 else None
+        try:
+            await super().__aexit__(*exc)
+        except UNREACHABLE as exc:
+            raise DatabaseUnavailableError(exc) from exc
+        if isinstance(error, UNREACHABLE) and not isinstance(error, DatabaseUnavailableError):
+            raise DatabaseUnavailableError(error) from error
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool, whose every query and borrowed connection translate PostgreSQL
+    being unreachable into DatabaseUnavailableError (the pool's own methods all acquire)."""
+
+    __slots__ = ()
+
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        return _Acquire(self, timeout)
+
+
 # Whatever runs a query: a pool, a connection, or a connection borrowed from a pool.
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -66,14 +120,22 @@ async def open_pool(dsn: str, min_size: int = 0, max_size: int = 10) -> Pool:
     # min_size 0: connections open on demand and idle ones stay for 5 minutes. A floor
     # would have asyncpg reconnect in a background task that, with PostgreSQL down, ends
     # in exceptions nobody retrieves.
-    pool = await asyncpg.create_pool(
+    # asyncpg.create_pool's own defaults, with our Pool class.
+    pool = Pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         command_timeout=30,
         reset=keep_session,
         server_settings=SERVER_SETTINGS,
     )
-    if pool is None:  # create_pool only answers None when it is not awaited
-        raise RuntimeError("asyncpg.create_pool answered no pool")
+    try:
+        await pool
+    except UNREACHABLE as exc:
+        raise DatabaseUnavailableError(exc) from exc
     return pool

@@ -31,13 +31,14 @@ async def poll_job(poller: Poller) -> None:
         log.info("poll run", extra={"report": report.as_json()})
 
 
-async def prune_job(pool: asyncpg.Pool, days: float) -> None:
+async def prune_job(pool: asyncpg.Pool, days: float, letter_days: float = 14.0) -> None:
     try:
         pruned = await deliveries.prune_deliveries(pool, days)
+        letters = await deliveries.prune_dead_letters(pool, letter_days)
     except Exception:
         log.exception("pruning webhook deliveries failed")
         return
-    log.info("pruned webhook deliveries", extra={"count": pruned})
+    log.info("pruned webhook deliveries", extra={"count": pruned, "dead_letters": letters})
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
@@ -58,7 +59,7 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         prune_job,
         "interval",
         seconds=PRUNE_EVERY_SECONDS,
-        args=[pool, settings.webhook_dedupe_days],
+        args=[pool, settings.webhook_dedupe_days, settings.dead_letter_retention_days],
         id="prune",
         max_instances=1,
         coalesce=True,
