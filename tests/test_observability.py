@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import subprocess
 import httpx
 import pytest
 
-from service.logs import JsonFormatter, Redactor, request_id
+from service.logs import JsonFormatter, Redactor, TextFormatter, request_id
 from tests.live import jira_settings, serve
 from tests.payloads import SECRET, encode, event, headers
 from tests.test_cli import COMMAND, JIRA, free_port, wait_healthy
@@ -85,6 +86,25 @@ def test_json_line_has_the_event_its_context_and_request_id() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["event"] == "poll run" and line["count"] == 3 and line["request_id"] == "abc"
     assert line["level"] == "info" and line["logger"] == "service.poller" and "time" in line
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()])
+async def test_a_request_path_cannot_forge_a_log_line(client, formatter) -> None:
+    """A path with %0A and a terminal escape is logged on one line, in either LOG_FORMAT."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    access = logging.getLogger("service.access")
+    access.addHandler(handler)
+    level, access.level = access.level, logging.INFO
+    try:
+        await client.get("/api/v1/issues/PRJ-1%0AINFO    service.access: forged%1B[2J")
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "\x1b" not in lines[0]
+    assert not any(line.startswith("INFO    service.access: forged") for line in lines)
 
 
 @pytest.mark.parametrize(
