@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 
 import httpx
@@ -96,7 +97,8 @@ async def test_a_request_path_cannot_forge_a_log_line(client, formatter) -> None
     handler.setFormatter(formatter)
     access = logging.getLogger("service.access")
     access.addHandler(handler)
-    level, access.level = access.level, logging.INFO
+    level = access.level
+    access.setLevel(logging.INFO)
     try:
         await client.get("/api/v1/issues/PRJ-1%0AINFO    service.access: forged%1B[2J")
     finally:
@@ -161,3 +163,25 @@ def test_serve_logs_json_lines_without_secrets(database_url: str) -> None:
     assert "jira-token-for-tests" not in stderr and "token-for-tests" not in stderr
     for secret in (token, cron, SECRET, headers(body)["X-Hub-Signature"].split("=")[1]):
         assert secret not in stderr
+
+
+def test_uvicorn_start_up_failure_is_a_json_line(database_url: str) -> None:
+    """A port already in use stops serve with uvicorn's error as one of our JSON lines."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**JIRA, "DATABASE_URL": database_url, "PORT": str(port), "LOG_FORMAT": "json"}
+        result = subprocess.run(
+            [*COMMAND, "serve"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert any(
+        line["logger"].startswith("uvicorn") and "address already in use" in line["event"]
+        for line in lines
+    ), result.stderr
