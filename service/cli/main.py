@@ -103,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
+    except migrations.NoMigrationsError as exc:
+        print(f"jira-status-cache: {exc}", file=sys.stderr)
+        return 1
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
@@ -128,8 +131,8 @@ def serve(settings: Settings) -> int:
     if workers > 1:
         os.environ["DATABASE_URL"] = str(settings.database_url)
         # Once, before the workers: a broken install fails here, not in a restart loop.
-        if migrate(settings) != 0:
-            return 1
+        applied = apply_pending(settings)
+        log.info("migrations applied", extra={"versions": applied})
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
     # handler it found; a no-op handler lets a clean shutdown end in exit code 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,7 +172,7 @@ def app_from_env() -> ASGIApp:
     return serving_app(settings)
 
 
-def migrate(settings: Settings) -> int:
+def apply_pending(settings: Settings) -> list[str]:
     async def run() -> list[str]:
         pool = await open_pool(resolve_dsn(settings.database_url, settings.data_dir), 1, 1)
         try:
@@ -178,11 +181,11 @@ def migrate(settings: Settings) -> int:
         finally:
             await pool.close()
 
-    try:
-        applied = asyncio.run(run())
-    except migrations.NoMigrationsError as exc:
-        print(f"jira-status-cache: {exc}", file=sys.stderr)
-        return 1
+    return asyncio.run(run())
+
+
+def migrate(settings: Settings) -> int:
+    applied = apply_pending(settings)
     latest = migrations.known_versions()[-1]
     done = ", ".join(applied) or "none pending"
     print(f"applied {len(applied)} migration(s): {done}; the schema is at {latest}")
