@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8900
 
-.PHONY: install test test-pg15 run demo bench lint format clean
+.PHONY: install test test-pg15 wheel-check run demo bench lint format clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The wheel as pip installs it: built, installed into a fresh virtual environment outside the
+# repository, then `migrate`, `serve` and a read from another directory (.ci/wheel-check).
+wheel-check:
+	.ci/wheel-check
 
 # With JIRA_BASE_URL unset, `make run` serves against a local Jira simulator so that
 # it works on a fresh machine; set the JIRA_* variables to cache your own Jira.

@@ -66,6 +66,7 @@ class Settings:
     admin_tokens: frozenset[str] = field(default=frozenset(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)
     dead_letter_retention_days: float = 14.0
+    web_concurrency: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -119,6 +120,7 @@ class Settings:
             dead_letter_retention_days=read.number(
                 "DEAD_LETTER_RETENTION_DAYS", float, 14.0, low=0.01, high=36500
             ),
+            web_concurrency=read.number("WEB_CONCURRENCY", int, 1, low=1, high=64),
         )
 
     @property

@@ -73,12 +73,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+# Line breaks and terminal escapes: text a request (its path, a header) could use to forge a
+# log line or rewrite the terminal. JSON escapes them itself.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """The text on one line, each control character written as its escape (\\n, \\x1b)."""
+    return _CONTROL.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
         tail = " ".join(f"{k}={v}" for k, v in extras.items())
-        text = f"{record.levelname:<7} {record.name}: {record.getMessage()} {tail}".rstrip()
-        return text + (f"\n{self.formatException(record.exc_info)}" if record.exc_info else "")
+        text = escape(f"{record.levelname:<7} {record.name}: {record.getMessage()} {tail}".rstrip())
+        if not record.exc_info:
+            return text
+        # A traceback keeps its lines, each indented: none can pass for a record of its own.
+        trace = self.formatException(record.exc_info).splitlines()
+        return "\n".join([text, *(f"    | {escape(line)}" for line in trace)])
 
 
 def setup_logging(level: str, form: str, secrets: Iterable[str | None]) -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+
+from service.cli.main import setting_names
+from tests.payloads import SECRET, encode, event, headers
 
 COMMAND = [sys.executable, "-m", "service"]
 # Enough Jira configuration for `serve` to start; with polling off it never calls Jira.
@@ -56,11 +62,22 @@ def test_help_lists_commands() -> None:
     assert serve.returncode == 0 and "usage" in serve.stdout
 
 
+@pytest.mark.parametrize("command", ["serve", "check", "refresh", "migrate", "dead-letters"])
+def test_help_lists_the_settings_each_command_reads(command: str) -> None:
+    """Each command's --help names the environment variables it reads."""
+    names = setting_names()
+    shown = run([command, "--help"]).stdout
+    assert "DATABASE_URL" in shown and "LOG_FORMAT" in shown
+    if command in {"serve", "check", "refresh"}:
+        assert [name for name in names if name not in shown] == []
+    assert {"JIRA_BASE_URL", "WEB_CONCURRENCY"} <= set(names)
+
+
 def test_migrate_against_database_url(database_url: str) -> None:
-    """`migrate` on an up-to-date database applies nothing and says so."""
+    """`migrate` on an up-to-date database applies nothing and says which version it is at."""
     result = run(["migrate"], DATABASE_URL=database_url)
     assert result.returncode == 0, result.stderr
-    assert "none pending" in result.stdout
+    assert "none pending" in result.stdout and "the schema is at 0" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -81,21 +98,109 @@ def test_bad_configuration_stops_start_up(env: dict[str, str], named: str) -> No
     assert named in result.stderr and "Traceback" not in result.stderr
 
 
-def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
-    """With no DATABASE_URL, serve starts its own PostgreSQL, answers, and exits 0 on SIGTERM."""
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    env = {**os.environ, **JIRA, "DATA_DIR": str(tmp_path), "PORT": str(port)}
-    env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
-        [*COMMAND, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*COMMAND, "serve"],
+        env={**os.environ, **JIRA, "PORT": str(port), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(f"{base}/healthz", process)
+    return process, base
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    return stderr
+
+
+def embedded(data_dir: Path) -> dict[str, str]:
+    return {"DATA_DIR": str(data_dir), "DATABASE_URL": "", "LOG_FORMAT": "json"}
+
+
+def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
+    """With no DATABASE_URL, serve starts its own PostgreSQL, says where it listens, answers,
+    and exits 0 on SIGTERM."""
+    process, base = start_serve(embedded(tmp_path))
     try:
-        health = wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        ready = httpx.get(f"{base}/readyz", timeout=5)
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    assert health.status_code == 200 and ready.status_code == 200
+        stderr = stop(process)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert ready.status_code == 200
     assert process.returncode == 0, stderr
+    assert [line["url"] for line in lines if line["event"] == "listening"] == [base]
     assert (tmp_path / "postgres" / "PG_VERSION").exists()
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+def test_last_serve_stops_postgres_after_an_earlier_one_was_killed(tmp_path: Path) -> None:
+    """A serve killed with SIGKILL leaves PostgreSQL running; the next serve to exit stops it."""
+    killed, _ = start_serve(embedded(tmp_path))
+    killed.kill()
+    killed.communicate(timeout=30)
+    postmaster = tmp_path / "postgres" / "postmaster.pid"
+    assert postmaster.exists()
+    process, base = start_serve(embedded(tmp_path))
+    try:
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+    finally:
+        stderr = stop(process)
+    assert ready.status_code == 200 and process.returncode == 0, stderr
+    assert not postmaster.exists()
+
+
+def test_workers_share_one_port_and_agree_on_changes(database_url: str) -> None:
+    """With WEB_CONCURRENCY=2, a change written through one worker is what every read sees."""
+    env = {
+        "DATABASE_URL": database_url,
+        "WEB_CONCURRENCY": "2",
+        "API_TOKENS": "api-token-workers",
+        "JIRA_WEBHOOK_SECRET": SECRET,
+    }
+    auth = {"Authorization": "Bearer api-token-workers"}
+    process, base = start_serve(env)
+    try:
+        before = deliver(base, "To Do", "new", "2026-11-26T05:00:00.000-0600")
+        seen = {read_status(base, auth) for _ in range(20)}
+        after = deliver(base, "Done", "done", "2026-11-26T06:00:00.000-0600")
+        everyone_agrees = poll(lambda: {read_status(base, auth) for _ in range(20)} == {"Done"})
+        workers = count_workers(process)
+    finally:
+        stderr = stop(process)
+    assert before == after == 200 and seen == {"To Do"}
+    assert everyone_agrees, "a worker kept serving the old status"
+    assert workers == 2 and process.returncode == 0, stderr
+
+
+def deliver(base: str, status: str, category: str, updated: str) -> int:
+    payload = event(id=770001, key="WORKERS-1", status=status, category=category, updated=updated)
+    body = encode(payload)
+    answer = httpx.post(f"{base}/api/v1/webhooks/jira", content=body, headers=headers(body, status))
+    return answer.status_code
+
+
+def read_status(base: str, auth: dict[str, str]) -> str:
+    # A new connection each time, so that reads land on either worker.
+    answer = httpx.get(f"{base}/api/v1/issues/WORKERS-1", headers=auth, timeout=10)
+    name: str = answer.json()["status"]["name"]
+    return name
+
+
+def poll(check: Callable[[], bool], seconds: float = 5) -> bool:
+    """Whether check turns true within seconds: well inside MEMO_TTL's 30 s."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def count_workers(process: subprocess.Popen[str]) -> int:
+    """serve's worker processes: multiprocessing children, not its resource tracker."""
+    children = psutil.Process(process.pid).children()
+    return sum("spawn_main" in " ".join(child.cmdline()) for child in children)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 
 import httpx
 import pytest
 
-from service.logs import JsonFormatter, Redactor, request_id
+from service.logs import JsonFormatter, Redactor, TextFormatter, request_id
 from tests.live import jira_settings, serve
 from tests.payloads import SECRET, encode, event, headers
 from tests.test_cli import COMMAND, JIRA, free_port, wait_healthy
@@ -87,6 +89,26 @@ def test_json_line_has_the_event_its_context_and_request_id() -> None:
     assert line["level"] == "info" and line["logger"] == "service.poller" and "time" in line
 
 
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()])
+async def test_a_request_path_cannot_forge_a_log_line(client, formatter) -> None:
+    """A path with %0A and a terminal escape is logged on one line, in either LOG_FORMAT."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    access = logging.getLogger("service.access")
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        await client.get("/api/v1/issues/PRJ-1%0AINFO    service.access: forged%1B[2J")
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "\x1b" not in lines[0]
+    assert not any(line.startswith("INFO    service.access: forged") for line in lines)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -141,3 +163,25 @@ def test_serve_logs_json_lines_without_secrets(database_url: str) -> None:
     assert "jira-token-for-tests" not in stderr and "token-for-tests" not in stderr
     for secret in (token, cron, SECRET, headers(body)["X-Hub-Signature"].split("=")[1]):
         assert secret not in stderr
+
+
+def test_uvicorn_start_up_failure_is_a_json_line(database_url: str) -> None:
+    """A port already in use stops serve with uvicorn's error as one of our JSON lines."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**JIRA, "DATABASE_URL": database_url, "PORT": str(port), "LOG_FORMAT": "json"}
+        result = subprocess.run(
+            [*COMMAND, "serve"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert any(
+        line["logger"].startswith("uvicorn") and "address already in use" in line["event"]
+        for line in lines
+    ), result.stderr

@@ -6,19 +6,21 @@ import asyncio
 import fnmatch
 import os
 import re
+import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
-import pytest
 import yaml  # PyYAML comes with uvicorn[standard], a runtime dependency
 
-import service
-from service.storage.migrate import MIGRATIONS_DIR
 from tests.live import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGES = PYPROJECT["tool"]["setuptools"]["packages"]
 SETTINGS_NAMES = set(
     re.findall(r'read\.\w+\(\s*"([A-Z_]+)"', (ROOT / "service/config.py").read_text())
 )
@@ -58,27 +60,54 @@ def test_dockerfile_is_multi_stage_on_slim_python_311() -> None:
 
 
 def test_dependencies_install_before_the_code_arrives() -> None:
-    """The build stage installs from pyproject.toml alone; the code is copied only afterwards."""
+    """The dependencies install from pyproject.toml alone; the code is copied only afterwards."""
     build, final = stages()
     copies = [rest for name, rest in build if name == "COPY"]
-    assert copies == ["pyproject.toml ./"]
-    install = index_of(build, "RUN", r"pip install")
-    assert index_of(build, "COPY", "pyproject.toml") < install
-    assert index_of(final, "COPY", r"--from=build") < index_of(final, "COPY", r"^service ")
+    assert copies[0] == "pyproject.toml ./"
+    dependencies = index_of(build, "RUN", r"pip install --requirement")
+    assert index_of(build, "COPY", "pyproject.toml") < dependencies
+    assert dependencies < index_of(build, "COPY", r"^service ")
+    assert [rest for name, rest in final if name == "COPY"] == ["--from=build /venv /venv"]
 
 
-def test_migrations_sit_beside_the_package_in_the_image() -> None:
-    """migrate.py looks for migrations/ beside the package: the image keeps that layout."""
-    assert Path(service.__file__).resolve().parent.parent / "migrations" == MIGRATIONS_DIR
-    _, final = stages()
-    workdir = [rest for name, rest in final if name == "WORKDIR"][-1]
-    copies = [rest.split() for name, rest in final if name == "COPY" and "--from" not in rest]
-    targets = {source: Path(os.path.normpath(Path(workdir, target))) for source, target in copies}
-    assert targets == {"migrations": Path("/app/migrations"), "service": Path("/app/service")}
-    # The editable install in the build stage points the venv at /app/service.
+def test_image_installs_the_project_as_a_wheel_would() -> None:
+    """Not editable: the build copies every listed package and migrations/, then installs them."""
     build, _ = stages()
-    assert [rest for name, rest in build if name == "WORKDIR"] == ["/app"]
-    assert "pip install --editable ." in DOCKERFILE
+    sources = {rest.split()[0] for name, rest in build if name == "COPY"}
+    package_dirs = {Path(*name.split(".")).parts[0] for name in PACKAGES} - {"service"}
+    assert {"README.md", "migrations", "service", *package_dirs} <= sources
+    assert index_of(build, "RUN", r"pip install --no-deps \.$") > index_of(
+        build, "COPY", "^service "
+    )
+    assert "--editable" not in DOCKERFILE
+
+
+def test_every_package_directory_is_installed() -> None:
+    """pyproject.toml lists each package directory, and maps migrations/ into the package."""
+    found = {
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for top in ("service", "jira_simulator", "cache_demo")
+        for path in (ROOT / top).rglob("__init__.py")
+    }
+    assert found | {"service.migrations"} == set(PACKAGES)
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"service.migrations": "migrations"}
+    assert setuptools["package-data"] == {"service.migrations": ["*.sql"]}
+
+
+def test_wheel_carries_every_migration(tmp_path: Path) -> None:
+    """The wheel pip builds holds each migrations/*.sql inside the package."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), ROOT],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.endswith(".sql")}
+    expected = {f"service/migrations/{path.name}" for path in (ROOT / "migrations").glob("*.sql")}
+    assert expected and shipped == expected
 
 
 def test_image_runs_as_non_root_serving_on_all_interfaces() -> None:
@@ -157,13 +186,12 @@ def test_compose_starts_the_cache_once_the_database_is_healthy() -> None:
     assert url.endswith(f"@db:5432/{db['POSTGRES_DB']}")
 
 
-@pytest.mark.parametrize(
-    "name", ["JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_PAT", "API_TOKENS"]
-)
-def test_compose_passes_settings_from_the_environment(name: str) -> None:
-    """Jira's settings and the API tokens come from the caller's environment (or .env)."""
-    value = COMPOSE["services"]["cache"]["environment"][name]
-    assert re.fullmatch(rf"\$\{{{name}(:-[^}}]*)?\}}", value)
+def test_compose_passes_every_setting_through_an_env_file() -> None:
+    """Every setting comes from .env as written; compose sets only the database and the port."""
+    cache = COMPOSE["services"]["cache"]
+    assert cache["env_file"] == [{"path": ".env", "required": False}]
+    assert set(cache["environment"]) == {"DATABASE_URL", "HOST", "PORT"}
+    assert cache["environment"]["PORT"] == "8000" and cache["ports"] == ["${CACHE_PORT:-8000}:8000"]
 
 
 def test_compose_sets_only_variables_the_service_reads() -> None:

@@ -12,13 +12,16 @@ from logging import ERROR
 
 import aiohttp
 import asyncpg
+import httpx
 import pytest
+import uvicorn
 
 from jira_simulator import Simulator
+from service.cli.main import serving_app
 from service.config import Settings
 from service.storage import tracking
 from tests.conftest import app_client
-from tests.live import EMAIL, SECRET, TOKEN, free_port, jira_settings
+from tests.live import EMAIL, SECRET, TOKEN, _Server, free_port, jira_settings
 from tests.payloads import encode, event, headers
 from tests.pgproxy import PgProxy
 
@@ -145,3 +148,38 @@ async def test_shutdown_mid_poll_logs_no_error(
         await wait_until(lambda: db.fetchval(leased))
     assert not await db.fetchval(leased)
     assert [record.getMessage() for record in caplog.records if record.levelno >= ERROR] == []
+
+
+async def test_request_cut_by_the_grace_answers_json_503(
+    db: asyncpg.Pool, settings: Settings, sim: Simulator
+) -> None:
+    """A read still waiting on Jira when the grace ends answers 503 shutting_down, in JSON."""
+    sim.options.latency = 2.0
+    wired = jira_settings(settings, sim, read_timeout=60.0)
+    port = free_port()
+    config = uvicorn.Config(
+        serving_app(wired),
+        host="127.0.0.1",
+        port=port,
+        log_level="critical",
+        lifespan="on",
+        timeout_graceful_shutdown=0.2,
+    )
+    server = _Server(config)
+
+    async def started() -> bool:
+        return server.started
+
+    async def in_flight() -> bool:
+        return bool(server.server_state.tasks)
+
+    running = asyncio.create_task(server.serve())
+    await wait_until(started)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        read = asyncio.create_task(http.get("/api/v1/issues/ALPHA-404"))
+        await wait_until(in_flight)
+        server.should_exit = True
+        answer = await read
+    await running
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    assert answer.json()["error"]["code"] == "shutting_down"

@@ -99,7 +99,7 @@ async def test_check_reports_a_malformed_setting(sim) -> None:
 
 
 async def test_check_migrations_pending_and_unknown(pool: asyncpg.Pool) -> None:
-    """A pending migration is fine (serve applies it); one this release does not know fails."""
+    """A schema behind the code fails check, naming what is pending; an unknown version fails."""
     async with pool.acquire() as connection:
         transaction = connection.transaction()
         await transaction.start()
@@ -110,7 +110,7 @@ async def test_check_migrations_pending_and_unknown(pool: asyncpg.Pool) -> None:
             unknown = await check_migrations(connection)
         finally:
             await transaction.rollback()
-    assert pending.ok and "1 pending (002_webhooks)" in pending.detail
+    assert not pending.ok and "1 pending (002_webhooks)" in pending.detail
     assert not unknown.ok and "999_future" in unknown.detail
 
 

@@ -172,17 +172,17 @@ async def check_db(settings: Settings) -> list[Finding]:
 
 
 async def check_migrations(connection: asyncpg.Connection) -> Finding:
-    known = {path.stem for path in migrate.migration_files()}
     try:
-        done = await migrate.applied_versions(connection)
-    except asyncpg.UndefinedTableError:
-        done = set()
+        known = set(migrate.known_versions())
+    except migrate.NoMigrationsError as exc:
+        return Finding("migrations", False, str(exc))
+    done = await migrate.applied_versions(connection)
     if unknown := sorted(done - known):
         detail = f"applied by a newer release, unknown to this one: {', '.join(unknown)}"
         return Finding("migrations", False, detail)
     if pending := sorted(known - done):
-        detail = f"{len(pending)} pending ({', '.join(pending)}); serve or migrate applies them"
-        return Finding("migrations", True, detail)
+        detail = f"the schema is behind the code, {len(pending)} pending ({', '.join(pending)}): "
+        return Finding("migrations", False, detail + "run migrate (serve also applies them)")
     return Finding("migrations", True, f"all {len(known)} applied")
 
 

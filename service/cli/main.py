@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import inspect
 import logging
 import os
+import re
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 import uvicorn
+from starlette.types import ASGIApp
 
-from service.cli import commands as tools
+from service.cli import commands
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
+from service.storage import migrate as migrations
 from service.storage.pool import open_pool, resolve_dsn
 
 log = logging.getLogger("service")
@@ -24,6 +29,10 @@ log = logging.getLogger("service")
 # and the lifespan's cleanup, until SIGKILL. Longer than a read-through's 10 s, so that a
 # reader gets its 503; within a 30 s stop window (compose's stop_grace_period, Kubernetes).
 SHUTDOWN_GRACE_SECONDS = 15
+# With WEB_CONCURRENCY above 1, each worker process builds its app through this factory.
+WORKER_APP = "service.cli.main:app_from_env"
+# What migrate and dead-letters use of the settings; the others read them all.
+DATABASE_SETTINGS = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,17 +41,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="An always-fresh cache of Jira issue status. Settings come from the "
         "environment (see README.md).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="apply migrations, then serve the HTTP API")
-    commands.add_parser("migrate", help="apply pending database migrations and exit")
-    commands.add_parser(
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers.add_parser("serve", help="apply migrations, then serve the HTTP API")
+    subparsers.add_parser("migrate", help="apply pending database migrations and exit")
+    subparsers.add_parser(
         "simulate", help="run a local Jira simulator (see simulate --help)", add_help=False
     )
-    tools.add_commands(commands)
-    commands.add_parser(
+    commands.add_commands(subparsers)
+    subparsers.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
+    for name, command in subparsers.choices.items():
+        if command.add_help:
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
+            command.epilog = settings_epilog(
+                DATABASE_SETTINGS if name in {"migrate", "dead-letters"} else setting_names()
+            )
     return parser
+
+
+def setting_names() -> list[str]:
+    """Every environment variable Settings.from_env reads, in its order."""
+    # Read from the source until config.py names its variables itself: the one place to change.
+    try:
+        source = inspect.getsource(Settings.from_env)
+    except OSError:  # installed without its .py files: --help goes without the list
+        return []
+    return list(dict.fromkeys(re.findall(r'read\.\w+\(\s*"([A-Z_]+)"', source)))
+
+
+def settings_epilog(names: Sequence[str]) -> str:
+    listed = textwrap.fill(", ".join(names), width=78, initial_indent="  ", subsequent_indent="  ")
+    return f"settings read from the environment (README.md, Configuration):\n{listed}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,24 +89,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check":
         # check reports a bad setting as one of its findings, and goes on to the others.
-        return tools.check(os.environ)
+        return commands.check(os.environ)
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
-    commands: dict[str, Callable[[Settings], int]] = {
+    run: dict[str, Callable[[Settings], int]] = {
         "serve": serve,
         "migrate": migrate,
-        "refresh": lambda settings: tools.refresh(settings, args),
-        "dead-letters": lambda settings: tools.dead_letters(settings, args),
+        "refresh": lambda settings: commands.refresh(settings, args),
+        "dead-letters": lambda settings: commands.dead_letters(settings, args),
     }
     try:
-        return commands[args.command](settings)
+        return run[args.command](settings)
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
+    except migrations.NoMigrationsError as exc:
+        print(f"jira-status-cache: {exc}", file=sys.stderr)
+        return 1
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
@@ -93,18 +126,30 @@ def secrets_of(settings: Settings) -> list[str | None]:
 
 def serve(settings: Settings) -> int:
     settings.check_serving()
-    from service.http.app import create_app
-
-    dsn = resolve_dsn(settings.database_url, settings.data_dir)
-    app = create_app(dataclasses.replace(settings, database_url=dsn))
+    # Resolved once, here: with workers, the parent starts the embedded PostgreSQL, and the
+    # workers, reading their settings from the environment, find it in DATABASE_URL.
+    settings = dataclasses.replace(
+        settings, database_url=resolve_dsn(settings.database_url, settings.data_dir)
+    )
+    workers = settings.web_concurrency
+    if workers > 1:
+        os.environ["DATABASE_URL"] = str(settings.database_url)
+        # Once, before the workers: a broken install fails here, not in a restart loop.
+        applied = apply_pending(settings)
+        log.info("migrations applied", extra={"versions": applied})
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
     # handler it found; a no-op handler lets a clean shutdown end in exit code 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    log.info("listening", extra={"url": listen_url(settings), "workers": workers})
     uvicorn.run(
-        app,
+        serving_app(settings) if workers == 1 else WORKER_APP,
+        factory=workers > 1,
+        workers=workers,
         host=settings.host,
         port=settings.port,
+        # None: uvicorn keeps the logging set up here (JSON, redacted), adding no handler.
+        log_config=None,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
@@ -112,17 +157,40 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def migrate(settings: Settings) -> int:
-    from service.storage.migrate import apply_migrations
+def listen_url(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
 
+
+def serving_app(settings: Settings) -> ASGIApp:
+    from service.http.app import create_app
+    from service.http.cutoff import ShutdownAnswer
+
+    return ShutdownAnswer(create_app(settings))
+
+
+def app_from_env() -> ASGIApp:
+    """A worker's app: its settings read from the environment the parent prepared."""
+    settings = Settings.from_env(os.environ)
+    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    return serving_app(settings)
+
+
+def apply_pending(settings: Settings) -> list[str]:
     async def run() -> list[str]:
         pool = await open_pool(resolve_dsn(settings.database_url, settings.data_dir), 1, 1)
         try:
             async with pool.acquire() as connection:
-                return await apply_migrations(connection)
+                return await migrations.apply_migrations(connection)
         finally:
             await pool.close()
 
-    applied = asyncio.run(run())
-    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return asyncio.run(run())
+
+
+def migrate(settings: Settings) -> int:
+    applied = apply_pending(settings)
+    latest = migrations.known_versions()[-1]
+    done = ", ".join(applied) or "none pending"
+    print(f"applied {len(applied)} migration(s): {done}; the schema is at {latest}")
     return 0

@@ -55,6 +55,8 @@ async def readyz(request: Request) -> Response:
             pending = await migrate.pending_versions(connection)
     except DatabaseUnavailableError:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    except migrate.NoMigrationsError as exc:
+        return JSONResponse({"status": "unavailable", "migrations": str(exc)}, status_code=503)
     if pending:
         body = {"status": "unavailable", "database": "ok", "pending_migrations": pending}
         return JSONResponse(body, status_code=503)
