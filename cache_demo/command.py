@@ -17,7 +17,7 @@ import asyncpg
 import uvicorn
 
 from jira_simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
-from service.config import Settings
+from service.config import JiraSettings, Settings
 from service.http.app import WEBHOOK_PATH, create_app
 from service.storage.pool import start_embedded
 
@@ -107,9 +107,7 @@ async def serve(
         host=HOST,
         port=args.port,
         cache_ttl=args.ttl,
-        jira_base_url=sim.base_url,
-        jira_email=EMAIL,
-        jira_api_token=TOKEN,
+        jira=JiraSettings(base_url=sim.base_url, email=EMAIL, api_token=TOKEN),
         webhook_secret=SECRET,
         poll_interval=args.poll_interval,
         log_level="WARNING",

@@ -97,7 +97,7 @@ class World:
         return self.variant(jira_api_token="wrong", jira_pat="wrong")
 
     def without_jira(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
-        return self.variant(jira_base_url=None)
+        return self.variant(jira=None)
 
     async def link(self, key: str = "PRJ-1") -> None:
         assert (await self.http.put(f"/api/v1/projects/checkout/jira/{key}")).status_code == 201

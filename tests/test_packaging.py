@@ -13,15 +13,14 @@ import pytest
 import yaml  # PyYAML comes with uvicorn[standard], a runtime dependency
 
 import service
+from service import config
 from service.storage.migrate import MIGRATIONS_DIR
 from tests.live import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SETTINGS_NAMES = set(
-    re.findall(r'read\.\w+\(\s*"([A-Z_]+)"', (ROOT / "service/config.py").read_text())
-)
+SETTINGS_NAMES = {variable.name for variable in config.variables()}
 
 
 def instructions() -> list[tuple[str, str]]:

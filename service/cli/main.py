@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secrets())
     commands: dict[str, Callable[[Settings], int]] = {
         "serve": serve,
         "migrate": migrate,
@@ -77,18 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
-
-
-def secrets_of(settings: Settings) -> list[str | None]:
-    """Every configured secret, so that no log line can carry one."""
-    return [
-        settings.database_url,
-        settings.jira_api_token,
-        settings.jira_pat,
-        settings.webhook_secret,
-        settings.cron_secret,
-        *settings.api_tokens,
-    ]
 
 
 def serve(settings: Settings) -> int:
