@@ -486,3 +486,11 @@ async def test_unreachable_jira_says_why_without_credentials(make_client):
     text = str(caught.value)
     assert "Connect call failed" in text and "127.0.0.1" in text
     assert CLOUD.api_token not in text
+
+
+async def test_unresolvable_jira_names_the_host(make_client):
+    """A DNS failure names the host Jira was looked up by, so an operator can fix the URL."""
+    client = make_client(base_url="https://jira.nowhere.invalid", max_retries=0)
+    with pytest.raises(JiraUnavailableError) as caught:
+        await client.check_credentials()
+    assert "cannot resolve jira.nowhere.invalid:443" in str(caught.value)

@@ -391,6 +391,9 @@ def _reason(exc: aiohttp.ClientError) -> str:
     """What went wrong, for an operator: e.g. "Connect call failed ('10.0.0.5', 443)"."""
     # aiohttp's own text names host and port, never the URL's path, query or credentials.
     cause = getattr(exc, "os_error", None) or exc
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # The resolver's own text ("Name or service not known") does not say which name.
+        return f"{type(exc).__name__}: cannot resolve {exc.host}:{exc.port} ({str(cause)[:200]})"
     return f"{type(exc).__name__}: {str(cause)[:200]}"
 
 
