@@ -272,6 +272,7 @@ async def cron(w: World) -> httpx.Response:
 @scenario(CRON, "get", 502)
 async def cron_with_jira_confused(w: World) -> httpx.Response:
     await w.link()
+    await w.db.execute("UPDATE tracked SET next_due_at = now()")  # the link read it: due again
     w.sim.fail_next(1, 409)
     return await w.http.get("/api/v1/cron/jira-refresh")
 
