@@ -1,4 +1,4 @@
-"""The README's quick start works as written, against the service and simulator `make run` starts."""
+"""The README's quick start works as written, against what `make run` starts."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ async def wait_until_serving(
     deadline = time.monotonic() + 60
     async with httpx.AsyncClient() as http:
         while time.monotonic() < deadline:
-            assert process.poll() is None, f"make run exited early:\n{log.read_text()}"
+            assert process.poll() is None, f"make run exited early:\n{text_of(log)}"
             try:
                 answers = [await http.get(url) for url in urls]
                 if all(answer.status_code == 200 for answer in answers):
@@ -89,7 +89,11 @@ async def wait_until_serving(
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
-    raise AssertionError(f"make run did not start serving:\n{log.read_text()}")
+    raise AssertionError(f"make run did not start serving:\n{text_of(log)}")
+
+
+def text_of(log: Path) -> str:
+    return log.read_text()
 
 
 async def curl(args: list[str], ports: dict[str, str]) -> tuple[int, str]:
@@ -127,7 +131,7 @@ async def test_quick_start_commands_work_against_make_run(make_run: Run) -> None
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.05)
     assert '"source":"webhook"' in body.replace(" ", "")
-    printed = make_run.output.read_text()
+    printed = text_of(make_run.output)
     sim = f"http://127.0.0.1:{make_run.ports['8900']}"
     assert f"at {sim}" in printed and "ALPHA-1 to ALPHA-67" in printed
     assert f"{sim}/_sim/issues/ALPHA-1/transition" in printed
