@@ -34,6 +34,7 @@ class Variable:
 
     name: str
     help: str
+    default: str  # as a person would write it; "unset" for none
 
 
 def setting(env: str, default: Any, parse: Parser[T], help: str, *, secret: bool = False) -> T:
@@ -297,7 +298,18 @@ class Settings:
 
 def variables() -> list[Variable]:
     """Every variable the service reads, in the order of the README's table."""
-    return [Variable(spec.metadata["env"], spec.metadata["help"]) for spec in _specs(Settings)]
+    return [
+        Variable(spec.metadata["env"], spec.metadata["help"], _shown(spec.default))
+        for spec in _specs(Settings)
+    ]
+
+
+def _shown(default: object) -> str:
+    if default in (None, dataclasses.MISSING) or default == frozenset():
+        return "unset"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def _specs(cls: type) -> Iterator[dataclasses.Field[Any]]:

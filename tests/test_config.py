@@ -117,6 +117,13 @@ def test_variables_are_declared_once_with_help() -> None:
     assert len(names) == len(set(names))
     assert {"DATABASE_URL", "JIRA_BASE_URL", "JIRA_PAT", "LOG_FORMAT"} <= set(names)
     assert all(variable.help and "\n" not in variable.help for variable in found)
+    shown = {variable.name: variable.default for variable in found}
+    assert (shown["PORT"], shown["JIRA_CACHE_TTL"], shown["API_TOKENS"]) == (
+        "8000",
+        "3600",
+        "unset",
+    )
+    assert (shown["ALLOW_ANONYMOUS"], shown["JIRA_BASE_URL"]) == ("false", "unset")
 
 
 def test_readme_documents_every_variable() -> None:
