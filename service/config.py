@@ -15,7 +15,7 @@ Flavor = Literal["cloud", "dc"]
 # A parser turns one variable's raw text into its value, or raises ConfigError naming it.
 Parser = Callable[[str, str], T]
 
-MINUTE, HOUR, DAY = 60, 3600, 86400
+HOUR, DAY = 3600, 86400
 YEAR = 365 * DAY
 MiB = 1024 * 1024
 
@@ -187,6 +187,8 @@ class JiraSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Everything the service reads from its environment, once, at start-up."""
+
     # Append new settings at the end: one `setting(...)` line declares, parses and documents.
     database_url: str | None = setting(
         "DATABASE_URL", None, text, "PostgreSQL DSN; unset: embedded under DATA_DIR", secret=True
