@@ -31,8 +31,9 @@ test-pg15: install
 
 run: install
 	@if [ -n "$$JIRA_BASE_URL" ]; then exec $(BIN)/jira-status-cache serve; fi; \
-	echo "JIRA_BASE_URL is not set: serving against a local Jira simulator on 127.0.0.1:$(SIM_PORT)."; \
+	echo "JIRA_BASE_URL is not set: serving against a local Jira simulator (SIM_PORT=$(SIM_PORT))."; \
 	echo "Set JIRA_BASE_URL and JIRA_EMAIL + JIRA_API_TOKEN (or JIRA_PAT) to cache your Jira."; \
+	echo "The cache: http://$${HOST:-127.0.0.1}:$${PORT:-8000}  (e.g. GET /api/v1/issues/ALPHA-1)"; \
 	$(BIN)/jira-status-cache simulate --port $(SIM_PORT) --email dev@example.com --token dev-token \
 		--webhook-url http://127.0.0.1:$${PORT:-8000}/api/v1/webhooks/jira --webhook-secret dev-secret & \
 	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \

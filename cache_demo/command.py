@@ -17,7 +17,7 @@ import asyncpg
 import uvicorn
 
 from jira_simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
-from service.config import Settings
+from service.config import JiraSettings, Settings
 from service.http.app import WEBHOOK_PATH, create_app
 from service.storage.pool import start_embedded
 
@@ -51,9 +51,9 @@ def parser() -> argparse.ArgumentParser:
     add("--data-dir", type=Path, default=Path(".data/demo"), help="embedded PostgreSQL's home")
     add("--issues", type=int, default=200, help="issues in the simulated Jira")
     add("--every", type=float, default=1.0, help="seconds between the team's moves")
-    add("--drop", type=float, default=0.2, help="chance that a webhook is dropped")
-    add("--poll-interval", type=float, default=5.0, help="JIRA_POLL_INTERVAL, seconds")
-    add("--ttl", type=float, default=15.0, help="JIRA_CACHE_TTL, seconds")
+    add("--drop", type=float, default=0.2, help="share of webhooks dropped, the first at once")
+    add("--poll-interval", type=float, default=2.0, help="JIRA_POLL_INTERVAL, seconds")
+    add("--ttl", type=float, default=10.0, help="JIRA_CACHE_TTL, seconds")
     add("--redraw", type=float, default=1.0, help="seconds between redraws of the table")
     add("--rows", type=int, default=0, help="rows in the table; 0 fits the terminal")
     return parser
@@ -79,7 +79,6 @@ async def run(args: argparse.Namespace) -> int:
         SimOptions(email=EMAIL, token=TOKEN, webhook_secret=SECRET, category_names=names)
     )
     keys = sim.seed(args.issues, PROJECTS.values())
-    sim.webhooks.drop_probability = args.drop
     await sim.start(HOST, args.sim_port)
     try:
         return await serve(args, sim, keys, dsn, stop)
@@ -107,9 +106,7 @@ async def serve(
         host=HOST,
         port=args.port,
         cache_ttl=args.ttl,
-        jira_base_url=sim.base_url,
-        jira_email=EMAIL,
-        jira_api_token=TOKEN,
+        jira=JiraSettings(base_url=sim.base_url, email=EMAIL, api_token=TOKEN),
         webhook_secret=SECRET,
         poll_interval=args.poll_interval,
         log_level="WARNING",
@@ -140,7 +137,7 @@ async def show(
     """Link the issues, fill the cache, then let the team work and redraw until stopped."""
     async with aiohttp.ClientSession(base_url=url) as http:
         await link_all(http, sim)
-        team = Team(sim, keys, args.every)
+        team = Team(sim, keys, args.every, args.drop)
         view = View(url, sim.base_url, tuple(PROJECTS), args.poll_interval, args.ttl, args.rows)
         board = Board(http, sim, team, view, sys.stdout)
         tasks = [asyncio.create_task(team.run()), asyncio.create_task(board.run(args.redraw))]
@@ -157,7 +154,7 @@ async def show(
 
 
 async def link_all(http: aiohttp.ClientSession, sim: Simulator) -> None:
-    """Each project links its Jira project's issues, then reads them from Jira at once."""
+    """Each project links its Jira project's issues; each link reads its issue at once."""
     puts = [
         put(http, f"/api/v1/projects/{project}/jira/{issue.key}")
         for project, jira_project in PROJECTS.items()
@@ -165,9 +162,6 @@ async def link_all(http: aiohttp.ClientSession, sim: Simulator) -> None:
         if issue.project == jira_project
     ]
     await asyncio.gather(*puts)
-    for project in PROJECTS:
-        async with http.post(f"/api/v1/projects/{project}/jira/refresh") as response:
-            response.raise_for_status()
 
 
 async def put(http: aiohttp.ClientSession, path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -24,12 +25,18 @@ class Move:
 
 
 class Team:
-    """Makes one change every `every` seconds and remembers the latest few."""
+    """Makes one change every `every` seconds and remembers the latest few.
 
-    def __init__(self, sim: Simulator, keys: list[str], every: float) -> None:
+    The webhooks of a `drop` share of the changes are lost, evenly and the first at once, so
+    that a lost webhook and its healing show in the demo's first seconds, not by chance.
+    """
+
+    def __init__(self, sim: Simulator, keys: list[str], every: float, drop: float = 0.0) -> None:
         self.sim = sim
         self.keys = keys
         self.every = every
+        self.drop = drop
+        self.made = 0
         self.moves: deque[Move] = deque(maxlen=6)
         self._random = random.Random()  # noqa: S311 -- a demo's chance, not a secret
 
@@ -41,6 +48,9 @@ class Team:
     def move(self) -> Move:
         key = self._random.choice(self.keys)
         dropped = len(self.sim.hooks.dropped)
+        if math.ceil((self.made + 1) * self.drop) > math.ceil(self.made * self.drop):
+            self.sim.webhooks.drop_next = 1  # each change sends one webhook: this one's
+        self.made += 1
         change = self._random.choices([self.transition, self.assign, self.rename], [6, 2, 2])[0]
         what = change(key)
         move = Move(datetime.now(), key, what, len(self.sim.hooks.dropped) > dropped)

@@ -66,12 +66,32 @@ async def _serve(
     options: SimOptions, host: str, port: int, issues: int, projects: list[str]
 ) -> None:
     simulator = Simulator(options)
-    simulator.seed(issues, projects)
+    keys = simulator.seed(issues, projects)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
     url = await simulator.start(host, port)
     print(f"Jira simulator ({options.flavor}) serving {issues} issues at {url}", flush=True)
+    print(welcome(url, keys), flush=True)
     await stop.wait()
     await simulator.stop()
+
+
+def welcome(url: str, keys: list[str]) -> str:
+    """Keys a newcomer can ask for, and how to change one (the README lists every route)."""
+    if not keys:
+        return f"  no issues yet: POST {url}/_sim/seed makes some (README: The Jira simulator)"
+    last: dict[str, str] = {}
+    for key in keys:
+        last[key.rsplit("-", 1)[0]] = key
+    ranges = ", ".join(f"{project}-1 to {key}" for project, key in last.items())
+    return "\n".join(
+        [
+            f"  keys: {ranges}",
+            "  change an issue (its webhook reaches the cache at once):",
+            f"    curl -s -X POST {url}/_sim/issues/{keys[0]}/transition \\",
+            "      -H 'Content-Type: application/json' -d '{\"status\": \"Done\"}'",
+            f"  more admin routes under {url}/_sim/ (README: The Jira simulator)",
+        ]
+    )

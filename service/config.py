@@ -1,16 +1,23 @@
-"""Settings, read once from the environment at start-up into one frozen dataclass."""
+"""Settings, each declared once (variable, parser, bounds, help), read from the environment."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 T = TypeVar("T")
-
 Flavor = Literal["cloud", "dc"]
+# A parser turns one variable's raw text into its value, or raises ConfigError naming it.
+Parser = Callable[[str, str], T]
+
+HOUR, DAY = 3600, 86400
+YEAR = 365 * DAY
+MiB = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -22,106 +29,252 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable, for `--help` and the docs."""
+
+    name: str
+    help: str
+    default: str  # as a person would write it; "unset" for none
+
+
+def setting(env: str, default: Any, parse: Parser[T], help: str, *, secret: bool = False) -> T:
+    """Declare a field read from the variable `env` (unset or blank: `default`)."""
+    meta = {"env": env, "parse": parse, "help": help}
+    return cast(T, dataclasses.field(default=default, repr=not secret, metadata=meta))
+
+
+# Parsers
+
+
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def tokens(name: str, raw: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in raw.split(",") if t.strip())
+
+
+def flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in {"1", "0", "true", "false", "yes", "no"}:
+        raise ConfigError(name, f"expected true or false, got {raw!r}")
+    return value in {"1", "true", "yes"}
+
+
+def url(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(name, f"expected an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def choice(*options: str, upper: bool = False) -> Parser[Any]:
+    """One of `options`; typed Any, since the field declares its Literal."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in options:
+            raise ConfigError(name, f"expected one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def whole(low: int, high: int) -> Parser[int]:
+    """A whole number from `low` to `high`."""
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            problem = f"expected a whole number {_range(low, high)}, got {raw!r}"
+            raise ConfigError(name, problem) from None
+        return _within(name, raw, value, low, high)
+
+    return parse
+
+
+def real(low: float, high: float) -> Parser[float]:
+    """A finite number from `low` to `high`: `nan`, `inf` and `1e400` are refused."""
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a number {_range(low, high)}, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(name, f"expected a finite number {_range(low, high)}, got {raw!r}")
+        return _within(name, raw, value, low, high)
+
+    return parse
+
+
+def _within(name: str, raw: str, value: T, low: float, high: float) -> T:
+    if not low <= cast(float, value) <= high:
+        raise ConfigError(name, f"expected a number {_range(low, high)}, got {raw}")
+    return value
+
+
+def _range(low: float, high: float) -> str:
+    return f"from {low:g} to {high:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class JiraSettings:
+    """Where Jira is and how to talk to it; built only when JIRA_BASE_URL is set, and complete."""
+
+    base_url: str = setting(
+        "JIRA_BASE_URL", dataclasses.MISSING, url, "your Jira, e.g. https://acme.atlassian.net"
+    )
+    flavor: Flavor = setting(
+        "JIRA_FLAVOR", "cloud", choice("cloud", "dc"), "cloud (Basic auth) or dc (Data Center, PAT)"
+    )
+    email: str | None = setting("JIRA_EMAIL", None, text, "Cloud account email (Basic auth)")
+    api_token: str | None = setting(
+        "JIRA_API_TOKEN", None, text, "Cloud API token (Basic auth)", secret=True
+    )
+    pat: str | None = setting(
+        "JIRA_PAT", None, text, "Data Center personal access token", secret=True
+    )
+    max_concurrency: int = setting(
+        "JIRA_MAX_CONCURRENCY", 4, whole(1, 64), "Jira requests in flight at once"
+    )
+    batch_size: int = setting("JIRA_BATCH_SIZE", 100, whole(1, 100), "keys per bulk request")
+    timeout: float = setting("JIRA_TIMEOUT", 30.0, real(0.1, 600), "seconds per Jira request")
+    connect_timeout: float = setting(
+        "JIRA_CONNECT_TIMEOUT", 5.0, real(0.1, 600), "seconds to connect to Jira"
+    )
+    max_rps: float | None = setting(
+        "JIRA_MAX_RPS", None, real(0.01, 10000), "steady cap on requests per second to Jira"
+    )
+    max_retries: int = setting(
+        "JIRA_MAX_RETRIES", 4, whole(0, 20), "retries of a read after 429, 5xx, timeouts"
+    )
+    backoff_base: float = setting(
+        "JIRA_BACKOFF_BASE", 2.0, real(0.001, HOUR), "first backoff, in seconds"
+    )
+    backoff_cap: float = setting(
+        "JIRA_BACKOFF_CAP", 30.0, real(0.001, HOUR), "longest backoff, in seconds"
+    )
+    max_wait: float = setting(
+        "JIRA_MAX_WAIT", 60.0, real(0, HOUR), "longest Retry-After waited for, in seconds"
+    )
+    breaker_threshold: int = setting(
+        "JIRA_BREAKER_THRESHOLD", 5, whole(1, 1000), "failed calls that open the breaker"
+    )
+    breaker_cool_off: float = setting(
+        "JIRA_BREAKER_COOL_OFF", 30.0, real(0.01, HOUR), "seconds before the breaker probes"
+    )
+
+    def __post_init__(self) -> None:
+        if self.flavor == "dc" and not self.pat:
+            raise ConfigError("JIRA_PAT", "required when JIRA_FLAVOR=dc")
+        if self.flavor == "cloud" and not (self.email and self.api_token):
+            missing = "JIRA_EMAIL" if not self.email else "JIRA_API_TOKEN"
+            raise ConfigError(missing, "required when JIRA_FLAVOR=cloud (Basic auth)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> JiraSettings | None:
+        """None when JIRA_BASE_URL is unset; every variable is checked either way."""
+        values = _read(cls, env)
+        if "base_url" not in values:
+            return None
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str | None = field(default=None, repr=False)
-    data_dir: Path = Path(".data")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_tokens: frozenset[str] = field(default=frozenset(), repr=False)
-    allow_anonymous: bool = False
-    cache_ttl: float = 3600.0
-    max_body_bytes: int = 1024 * 1024
+    """Everything the service reads from its environment, once, at start-up."""
+
+    # Append new settings at the end: one `setting(...)` line declares, parses and documents.
+    database_url: str | None = setting(
+        "DATABASE_URL", None, text, "PostgreSQL DSN; unset: embedded under DATA_DIR", secret=True
+    )
+    data_dir: Path = setting("DATA_DIR", Path(".data"), path, "embedded PostgreSQL's data")
+    host: str = setting("HOST", "127.0.0.1", text, "address to listen on")
+    port: int = setting("PORT", 8000, whole(0, 65535), "port to listen on")
+    api_tokens: frozenset[str] = setting(
+        "API_TOKENS", frozenset(), tokens, "comma-separated bearer tokens", secret=True
+    )
+    allow_anonymous: bool = setting(
+        "ALLOW_ANONYMOUS", False, flag, "serve a non-loopback HOST without tokens"
+    )
+    cache_ttl: float = setting(
+        "JIRA_CACHE_TTL", 3600.0, real(1, YEAR), "seconds until a cached issue is stale"
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", MiB, whole(1024, 100 * MiB), "largest request body"
+    )
     max_batch_keys: int = 500
-    jira_base_url: str | None = None
-    jira_flavor: Flavor = "cloud"
-    jira_email: str | None = None
-    jira_api_token: str | None = field(default=None, repr=False)
-    jira_pat: str | None = field(default=None, repr=False)
-    jira_max_concurrency: int = 4
-    jira_batch_size: int = 100
-    jira_timeout: float = 30.0
-    jira_connect_timeout: float = 5.0
-    jira_max_rps: float | None = None
-    jira_max_retries: int = 4
-    jira_backoff_base: float = 2.0
-    jira_backoff_cap: float = 30.0
-    jira_max_wait: float = 60.0
-    jira_breaker_threshold: int = 5
-    jira_breaker_cool_off: float = 30.0
-    negative_ttl: float = 300.0
-    read_timeout: float = 10.0
-    memo_size: int = 20000
-    memo_ttl: float = 30.0
-    webhook_secret: str | None = field(default=None, repr=False)
-    webhook_max_body_bytes: int = 1024 * 1024
-    webhook_dedupe_days: float = 7.0
-    poll_interval: float = 60.0
-    poll_batch_size: int = 1000
-    poll_budget: float = 50.0
-    lease_seconds: float = 120.0
-    not_found_recheck: float = 86400.0
-    cron_secret: str | None = field(default=None, repr=False)
-    log_level: str = "INFO"
-    log_format: Literal["json", "text"] = "json"
-    admin_tokens: frozenset[str] = field(default=frozenset(), repr=False)
-    metrics_token: str | None = field(default=None, repr=False)
-    dead_letter_retention_days: float = 14.0
-    web_concurrency: int = 1
+    # The JIRA_* variables of the client; None when JIRA_BASE_URL is unset.
+    jira: JiraSettings | None = dataclasses.field(default=None, metadata={"nested": JiraSettings})
+    negative_ttl: float = setting(
+        "JIRA_NEGATIVE_TTL", 300.0, real(0, YEAR), "seconds a 404 from Jira is remembered"
+    )
+    read_timeout: float = setting(
+        "READ_THROUGH_TIMEOUT", 10.0, real(0.1, 600), "longest a read waits on Jira for a miss"
+    )
+    memo_size: int = setting(
+        "MEMO_SIZE", 20000, whole(0, 10_000_000), "issues kept in memory; 0 turns the memo off"
+    )
+    memo_ttl: float = setting("MEMO_TTL", 30.0, real(0.1, DAY), "seconds a memo entry may live")
+    webhook_secret: str | None = setting(
+        "JIRA_WEBHOOK_SECRET", None, text, "the webhook secret; unset: webhooks off", secret=True
+    )
+    webhook_max_body_bytes: int = setting(
+        "WEBHOOK_MAX_BODY_BYTES", MiB, whole(1024, 100 * MiB), "largest webhook body"
+    )
+    webhook_dedupe_days: float = setting(
+        "WEBHOOK_DEDUPE_DAYS", 7.0, real(0.01, 365), "days delivery ids are kept for dedupe"
+    )
+    poll_interval: float = setting(
+        "JIRA_POLL_INTERVAL", 60.0, real(0, DAY), "seconds between polls; 0: no scheduler"
+    )
+    poll_batch_size: int = setting(
+        "JIRA_POLL_BATCH_SIZE", 1000, whole(1, 10000), "keys claimed per lease"
+    )
+    poll_budget: float = setting(
+        "JIRA_POLL_BUDGET", 50.0, real(1, DAY), "seconds one poll run may spend"
+    )
+    lease_seconds: float = setting(
+        "JIRA_LEASE_SECONDS", 120.0, real(1, DAY), "seconds a claim holds keys"
+    )
+    not_found_recheck: float = setting(
+        "JIRA_NOT_FOUND_RECHECK", 86400.0, real(1, YEAR), "seconds before an unknown key is asked"
+    )
+    cron_secret: str | None = setting(
+        "CRON_SECRET", None, text, "bearer token for the cron route", secret=True
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "log level"
+    )
+    log_format: Literal["json", "text"] = setting(
+        "LOG_FORMAT", "json", choice("json", "text"), "json (one object per line) or text"
+    )
+    admin_tokens: frozenset[str] = setting(
+        "ADMIN_TOKENS",
+        frozenset(),
+        tokens,
+        "bearer tokens that also open dead letters",
+        secret=True,
+    )
+    metrics_token: str | None = setting(
+        "METRICS_TOKEN", None, text, "bearer token /metrics needs; unset: open", secret=True
+    )
+    dead_letter_retention_days: float = setting(
+        "DEAD_LETTER_RETENTION_DAYS", 14.0, real(0.01, 36500), "days dead letters are kept"
+    )
+    web_concurrency: int = setting(
+        "WEB_CONCURRENCY", 1, whole(1, 64), "serve's worker processes on the one port"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        read = _Reader(env)
-        return cls(
-            database_url=read.text("DATABASE_URL"),
-            data_dir=Path(read.text("DATA_DIR") or ".data"),
-            host=read.text("HOST") or "127.0.0.1",
-            port=read.number("PORT", int, 8000, low=0, high=65535),
-            api_tokens=read.tokens("API_TOKENS"),
-            allow_anonymous=read.flag("ALLOW_ANONYMOUS"),
-            cache_ttl=read.number("JIRA_CACHE_TTL", float, 3600.0, low=1),
-            max_body_bytes=read.number("MAX_BODY_BYTES", int, 1024 * 1024, low=1024),
-            jira_base_url=read.url("JIRA_BASE_URL"),
-            jira_flavor=read.choice("JIRA_FLAVOR", ("cloud", "dc"), "cloud"),  # type: ignore[arg-type]
-            jira_email=read.text("JIRA_EMAIL"),
-            jira_api_token=read.text("JIRA_API_TOKEN"),
-            jira_pat=read.text("JIRA_PAT"),
-            jira_max_concurrency=read.number("JIRA_MAX_CONCURRENCY", int, 4, low=1, high=64),
-            jira_batch_size=read.number("JIRA_BATCH_SIZE", int, 100, low=1, high=100),
-            jira_timeout=read.number("JIRA_TIMEOUT", float, 30.0, low=0.1),
-            jira_connect_timeout=read.number("JIRA_CONNECT_TIMEOUT", float, 5.0, low=0.1),
-            jira_max_rps=read.optional_number("JIRA_MAX_RPS", low=0.01),
-            jira_max_retries=read.number("JIRA_MAX_RETRIES", int, 4, low=0, high=20),
-            jira_backoff_base=read.number("JIRA_BACKOFF_BASE", float, 2.0, low=0.001),
-            jira_backoff_cap=read.number("JIRA_BACKOFF_CAP", float, 30.0, low=0.001),
-            jira_max_wait=read.number("JIRA_MAX_WAIT", float, 60.0, low=0),
-            jira_breaker_threshold=read.number("JIRA_BREAKER_THRESHOLD", int, 5, low=1),
-            jira_breaker_cool_off=read.number("JIRA_BREAKER_COOL_OFF", float, 30.0, low=0.01),
-            negative_ttl=read.number("JIRA_NEGATIVE_TTL", float, 300.0, low=0),
-            read_timeout=read.number("READ_THROUGH_TIMEOUT", float, 10.0, low=0.1),
-            memo_size=read.number("MEMO_SIZE", int, 20000, low=0),
-            memo_ttl=read.number("MEMO_TTL", float, 30.0, low=0.1),
-            webhook_secret=read.text("JIRA_WEBHOOK_SECRET"),
-            webhook_max_body_bytes=read.number(
-                "WEBHOOK_MAX_BODY_BYTES", int, 1024 * 1024, low=1024
-            ),
-            webhook_dedupe_days=read.number("WEBHOOK_DEDUPE_DAYS", float, 7.0, low=0.01),
-            poll_interval=read.number("JIRA_POLL_INTERVAL", float, 60.0, low=0),
-            poll_batch_size=read.number("JIRA_POLL_BATCH_SIZE", int, 1000, low=1, high=10000),
-            poll_budget=read.number("JIRA_POLL_BUDGET", float, 50.0, low=1),
-            lease_seconds=read.number("JIRA_LEASE_SECONDS", float, 120.0, low=1),
-            not_found_recheck=read.number("JIRA_NOT_FOUND_RECHECK", float, 86400.0, low=1),
-            cron_secret=read.text("CRON_SECRET"),
-            log_level=read.choice(
-                "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
-            ),
-            log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
-            admin_tokens=read.tokens("ADMIN_TOKENS"),
-            metrics_token=read.text("METRICS_TOKEN"),
-            dead_letter_retention_days=read.number(
-                "DEAD_LETTER_RETENTION_DAYS", float, 14.0, low=0.01, high=36500
-            ),
-            web_concurrency=read.number("WEB_CONCURRENCY", int, 1, low=1, high=64),
-        )
+        own = _read(cls, env)  # first: a malformed value is reported before missing credentials
+        return cls(jira=JiraSettings.from_env(env), **own)
 
     @property
     def host_is_loopback(self) -> bool:
@@ -132,6 +285,14 @@ class Settings:
         except ValueError:
             return False
 
+    def require_jira(self, command: str) -> JiraSettings:
+        """The Jira settings, or a ConfigError saying `command` needs them."""
+        if self.jira is None:
+            raise ConfigError(
+                "JIRA_BASE_URL", f"required by {command} (e.g. https://acme.atlassian.net)"
+            )
+        return self.jira
+
     def check_serving(self) -> None:
         """Refuse settings under which `serve` would be unsafe or useless."""
         if not self.host_is_loopback and not self.api_tokens and not self.allow_anonymous:
@@ -140,67 +301,53 @@ class Settings:
                 f"required when HOST={self.host} is not loopback "
                 "(or set ALLOW_ANONYMOUS=true to serve without tokens)",
             )
-        if self.jira_base_url is None:
-            raise ConfigError(
-                "JIRA_BASE_URL", "required by serve (e.g. https://acme.atlassian.net)"
-            )
-        if self.jira_flavor == "dc" and not self.jira_pat:
-            raise ConfigError("JIRA_PAT", "required when JIRA_FLAVOR=dc")
-        if self.jira_flavor == "cloud" and not (self.jira_email and self.jira_api_token):
-            missing = "JIRA_EMAIL" if not self.jira_email else "JIRA_API_TOKEN"
-            raise ConfigError(missing, "required when JIRA_FLAVOR=cloud (Basic auth)")
+        self.require_jira("serve")
+
+    def secrets(self) -> list[str]:
+        """Every configured secret, so that no log line can carry one."""
+        found: list[str] = []
+        for owner in (self, self.jira):
+            for spec in _fields(type(owner)) if owner is not None else ():
+                value = getattr(owner, spec.name)
+                if not spec.repr and value:
+                    found += sorted(value) if isinstance(value, frozenset) else [value]
+        return found
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
+def variables() -> list[Variable]:
+    """Every variable the service reads, in the order of the README's table."""
+    return [
+        Variable(spec.metadata["env"], spec.metadata["help"], _shown(spec.default))
+        for spec in _specs(Settings)
+    ]
 
-    def text(self, name: str) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or None
 
-    def flag(self, name: str) -> bool:
-        value = (self.text(name) or "false").lower()
-        if value not in {"1", "0", "true", "false", "yes", "no"}:
-            raise ConfigError(name, f"expected true or false, got {value!r}")
-        return value in {"1", "true", "yes"}
+def _shown(default: object) -> str:
+    if default in (None, dataclasses.MISSING) or default == frozenset():
+        return "unset"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
-    def tokens(self, name: str) -> frozenset[str]:
-        return frozenset(t.strip() for t in (self.text(name) or "").split(",") if t.strip())
 
-    def url(self, name: str) -> str | None:
-        value = self.text(name)
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ConfigError(name, "expected an http:// or https:// URL")
-        return value.rstrip("/") if value else None
+def _specs(cls: type) -> Iterator[dataclasses.Field[Any]]:
+    for spec in _fields(cls):
+        if "nested" in spec.metadata:
+            yield from _specs(spec.metadata["nested"])
+        elif "env" in spec.metadata:
+            yield spec
 
-    def choice(self, name: str, options: tuple[str, ...], default: str, upper: bool = False) -> str:
-        value = self.text(name) or default
-        value = value.upper() if upper else value.lower()
-        if value not in options:
-            raise ConfigError(name, f"expected one of {', '.join(options)}, got {value!r}")
-        return value
 
-    def number(
-        self,
-        name: str,
-        kind: Callable[[str], T],
-        default: T,
-        low: float | None = None,
-        high: float | None = None,
-    ) -> T:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise ConfigError(name, f"expected a number, got {raw!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
-            raise ConfigError(name, f"{raw} is outside {low} to {high}")
-        return value
+def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(cast(Any, cls))
 
-    def optional_number(self, name: str, low: float) -> float | None:
-        if self.text(name) is None:
-            return None
-        return self.number(name, float, 0.0, low=low)
+
+def _read(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
+    """The values of `cls`'s own variables that are set, parsed (blank counts as unset)."""
+    values: dict[str, Any] = {}
+    for spec in _fields(cls):
+        name = spec.metadata.get("env")
+        raw = env.get(name, "").strip() if name else ""
+        if raw:
+            values[spec.name] = spec.metadata["parse"](name, raw)
+    return values

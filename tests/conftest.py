@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from service.config import Settings
 from service.http.app import create_app
 from service.storage.migrate import apply_migrations
 from service.storage.pool import open_pool, start_embedded
-from tests.live import jira_settings, serve, sim_options
+from tests.live import jira_settings, rewire, serve, sim_options
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = [
@@ -88,7 +87,7 @@ async def client(db: asyncpg.Pool, settings: Settings) -> AsyncIterator[httpx.As
 
 
 def app_client(settings: Settings, **changes: object) -> _AppClient:
-    return _AppClient(dataclasses.replace(settings, **changes))  # type: ignore[arg-type]
+    return _AppClient(rewire(settings, **changes))
 
 
 class _AppClient:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 
 from jira_simulator import SimOptions, Simulator
-from service.config import Settings
+from service.config import JiraSettings, Settings
 from service.http.app import create_app
 
 EMAIL = "cache@example.com"
@@ -33,20 +33,28 @@ def sim_options(**changes: object) -> SimOptions:
 
 def jira_settings(settings: Settings, sim: Simulator, **changes: object) -> Settings:
     """Settings that read from the simulator, poll only when told, and back off briefly."""
-    wired = dataclasses.replace(
-        settings,
-        jira_base_url=sim.base_url,
-        jira_flavor=sim.options.flavor,
-        jira_email=EMAIL,
-        jira_api_token=TOKEN,
-        jira_pat=TOKEN,
-        webhook_secret=SECRET,
-        poll_interval=0.0,
-        jira_backoff_base=0.05,
-        jira_backoff_cap=0.5,
-        jira_breaker_cool_off=0.2,
+    jira = JiraSettings(
+        base_url=sim.base_url,
+        flavor=sim.options.flavor,
+        email=EMAIL,
+        api_token=TOKEN,
+        pat=TOKEN,
+        backoff_base=0.05,
+        backoff_cap=0.5,
+        breaker_cool_off=0.2,
     )
-    return dataclasses.replace(wired, **changes)  # type: ignore[arg-type]
+    wired = dataclasses.replace(settings, jira=jira, webhook_secret=SECRET, poll_interval=0.0)
+    return rewire(wired, **changes)
+
+
+def rewire(settings: Settings, **changes: object) -> Settings:
+    """`settings` changed; a `jira_` prefix names a field of its JiraSettings (`jira_pat=`)."""
+    nested = {k.removeprefix("jira_"): v for k, v in changes.items() if k.startswith("jira_")}
+    own = {k: v for k, v in changes.items() if not k.startswith("jira_")}
+    if nested:
+        assert settings.jira is not None, "no JiraSettings to change"
+        own["jira"] = dataclasses.replace(settings.jira, **nested)  # type: ignore[arg-type]
+    return dataclasses.replace(settings, **own)  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager

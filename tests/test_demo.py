@@ -7,7 +7,9 @@ import re
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 from tests.live import free_port
 
@@ -46,3 +48,53 @@ async def test_demo_shows_webhooks_and_polls_then_stops_on_sigint(tmp_path: Path
     assert rest.decode().rstrip().endswith("Stopped.")
     assert "Traceback" not in errors.decode()
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+async def test_demo_heals_a_dropped_webhook_early_in_80_columns(tmp_path: Path) -> None:
+    """With its default timings the demo drops a webhook at once and shows it healed within
+    20 s of its first frame; every line fits 80 columns, the simulator's address whole."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "service", "demo", "--port", str(port)],
+        *["--data-dir", str(tmp_path), "--redraw", "0.3", "--rows", "20"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    text: list[str] = []
+    first_frame: float | None = None
+    try:
+        while not any(line.startswith("healed: ") for line in text):
+            line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+            if not line:
+                break
+            text.append(line)
+            if first_frame is None and line.startswith("  the Jira simulator: "):
+                first_frame = time.monotonic()
+            if first_frame is not None and time.monotonic() - first_frame > 20:
+                break
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 10)
+    shown = "".join(text)
+    assert "(webhook dropped)" in shown and "! Jira: " in shown, shown
+    assert any(line.startswith("healed: ") for line in text), shown
+    assert [line for line in text if len(line.rstrip("\n")) > 80] == []
+    assert re.search(r"the Jira simulator: http://127\.0\.0\.1:\d+ ", shown)
+
+
+def test_board_lines_fit_80_columns() -> None:
+    """The widest row, footer and move still fit 80 columns, with a five-digit port."""
+    from cache_demo.board import WIDTH, Healed, Row, View, render
+
+    view = View("http://127.0.0.1:65535", "http://127.0.0.1:65535", ("checkout",), 0.25, 10.5, 5)
+    long = "x" * 40
+    rows = [Row("ALPHA-9999", long, long, "refresh", 99999.9, long)] * 6
+    team = SimpleNamespace(
+        moves=[SimpleNamespace(at=datetime.now(), key="GAMMA-9999", what=long, dropped=True)]
+    )
+    sim = SimpleNamespace(hooks=SimpleNamespace(dropped=[0] * 9999, events=[0] * 99999))
+    healed = [Healed("GAMMA-9999", "webhook", 99999.0)]
+    lines = render(rows, view, team, sim, 5, healed)  # type: ignore[arg-type]
+    assert [line for line in lines if len(line) > WIDTH] == []
+    assert "http://127.0.0.1:65535 " in "\n".join(lines)

@@ -17,7 +17,7 @@ from aiohttp import ClientResponse
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from service.config import ConfigError, Settings
+from service.config import ConfigError, JiraSettings
 from service.jira.client import (
     FIELDS,
     CircuitOpenError,
@@ -34,8 +34,8 @@ from tests.test_ratelimit import FakeTime
 TOKEN = "api-token-SECRET-4f9a"
 PAT = "pat-SECRET-77c1"
 BASE = "https://jira.test"
-CLOUD = Settings(jira_base_url=BASE, jira_email="bot@example.com", jira_api_token=TOKEN)
-DC = replace(CLOUD, jira_flavor="dc", jira_pat=PAT)
+CLOUD = JiraSettings(base_url=BASE, email="bot@example.com", api_token=TOKEN)
+DC = replace(CLOUD, flavor="dc", pat=PAT)
 BULK = f"{BASE}/rest/api/3/issue/bulkfetch"
 SEARCH = f"{BASE}/rest/api/2/search"
 MYSELF = f"{BASE}/rest/api/3/myself"
@@ -105,11 +105,11 @@ async def make_client(fake):
     """Build clients on the fake clock, with backoff 1, 2, 4, 8 s and no jitter."""
     sessions = []
 
-    def make(settings: Settings = CLOUD, threshold: int = 5, **changes) -> JiraClient:
+    def make(settings: JiraSettings = CLOUD, threshold: int = 5, **changes) -> JiraClient:
         settings = replace(settings, **changes)
         sessions.append(session := open_session(settings))
         limiter = RateLimiter(
-            max_rps=settings.jira_max_rps,
+            max_rps=settings.max_rps,
             base=1.0,
             cap=8.0,
             clock=fake.clock,
@@ -196,7 +196,7 @@ async def test_429_pause_holds_every_other_request(mocked, make_client, fake):
     """Retry-After gates the next request of the process, even when the first gives up."""
     mocked.get(issue_url("PRJ-1"), status=429, headers={"Retry-After": "7"})
     mocked.get(issue_url("PRJ-2"), payload=raw_issue("PRJ-2"))
-    client = make_client(jira_max_retries=0)
+    client = make_client(max_retries=0)
     with pytest.raises(JiraRateLimitedError) as caught:
         await client.read_issue("PRJ-1")
     assert caught.value.retry_after == 7.0
@@ -218,7 +218,7 @@ async def test_429_retry_after_as_http_date(mocked, make_client, fake):
 async def test_429_without_retry_after_backs_off_then_gives_up(mocked, make_client, fake):
     """Without Retry-After the pauses double (1, 2, 4 s) and the last 429 is raised."""
     mocked.get(issue_url("PRJ-1"), status=429, repeat=True)
-    client = make_client(jira_max_retries=3)
+    client = make_client(max_retries=3)
     with pytest.raises(JiraRateLimitedError) as caught:
         await client.read_issue("PRJ-1")
     assert fake.sleeps == [1.0, 2.0, 4.0]
@@ -238,7 +238,7 @@ async def test_5xx_exhausted_is_unavailable(mocked, make_client, fake):
     """Server errors are retried with backoff, then raised as unavailable."""
     mocked.get(issue_url("PRJ-1"), status=502, body="Bad Gateway", repeat=True)
     with pytest.raises(JiraUnavailableError) as caught:
-        await make_client(jira_max_retries=1).read_issue("PRJ-1")
+        await make_client(max_retries=1).read_issue("PRJ-1")
     assert caught.value.status == 502
     assert fake.sleeps == [1.0]
 
@@ -246,7 +246,7 @@ async def test_5xx_exhausted_is_unavailable(mocked, make_client, fake):
 async def test_timeout_is_retried_then_unavailable(mocked, make_client):
     """Timeouts are retried and then raised as unavailable with no status."""
     mocked.get(issue_url("PRJ-1"), exception=TimeoutError(), repeat=True)
-    client = make_client(jira_max_retries=1)
+    client = make_client(max_retries=1)
     with pytest.raises(JiraUnavailableError, match="timed out") as caught:
         await client.read_issue("PRJ-1")
     assert caught.value.status is None
@@ -276,7 +276,7 @@ async def test_bulkfetch_in_chunks_of_the_batch_size(mocked, make_client, keys, 
     """Keys go to bulkfetch in chunks no larger than the batch size, fields named."""
     issues = [raw_issue(f"PRJ-{n}") for n in range(1, keys + 1)]
     mocked.post(BULK, callback=bulk_answer(*issues), repeat=True)
-    reading = await make_client(jira_batch_size=batch).read_issues([i["key"] for i in issues])
+    reading = await make_client(batch_size=batch).read_issues([i["key"] for i in issues])
     calls = sent(mocked, "POST", BULK)
     assert sorted(len(call["json"]["issueIdsOrKeys"]) for call in calls) == sizes
     assert all(call["json"]["fields"] == list(FIELDS) for call in calls)
@@ -285,7 +285,7 @@ async def test_bulkfetch_in_chunks_of_the_batch_size(mocked, make_client, keys, 
 
 
 async def test_never_more_requests_in_flight_than_the_cap(mocked, make_client):
-    """Concurrent chunks share one semaphore of jira_max_concurrency."""
+    """Concurrent chunks share one semaphore of JIRA_MAX_CONCURRENCY."""
     in_flight, peak = 0, 0
     issues = [raw_issue(f"PRJ-{n}") for n in range(1, 101)]
     answer = bulk_answer(*issues)
@@ -299,7 +299,7 @@ async def test_never_more_requests_in_flight_than_the_cap(mocked, make_client):
         return answer(url, **kwargs)
 
     mocked.post(BULK, callback=slow, repeat=True)
-    client = make_client(jira_batch_size=10, jira_max_concurrency=3)
+    client = make_client(batch_size=10, max_concurrency=3)
     reading = await client.read_issues([str(i["key"]) for i in issues])
     assert peak == 3
     assert len(reading.issues) == 100
@@ -338,7 +338,7 @@ async def test_key_requested_by_id_is_found_by_id(mocked, make_client):
     """A numeric id found in the answer needs no confirming GET (none is mocked)."""
     answer = [raw_issue("PRJ-1", id=10001), raw_issue("PRJ-2", id=10002)]
     mocked.post(BULK, payload={"issues": answer})
-    reading = await make_client(jira_max_retries=0).read_issues(["10001", "10002"])
+    reading = await make_client(max_retries=0).read_issues(["10001", "10002"])
     assert [issue.id for issue in reading.issues] == [10001, 10002]
     assert count(mocked) == 1
 
@@ -404,7 +404,7 @@ async def test_breaker_opens_then_probes_after_cool_off(mocked, make_client, fak
     """After 3 failed calls the 4th is refused unsent; after the cool-off one probe closes it."""
     mocked.get(MYSELF, status=500, body="", repeat=3)
     mocked.get(MYSELF, payload={"accountId": "5b10"})
-    client = make_client(threshold=3, jira_max_retries=0)
+    client = make_client(threshold=3, max_retries=0)
     for _ in range(3):
         with pytest.raises(JiraUnavailableError):
             await client.check_credentials()
@@ -420,7 +420,7 @@ async def test_breaker_opens_then_probes_after_cool_off(mocked, make_client, fak
 async def test_failed_probe_reopens_the_breaker(mocked, make_client, fake):
     """A probe that fails refuses further calls for another cool-off."""
     mocked.get(MYSELF, status=500, body="", repeat=2)
-    client = make_client(threshold=1, jira_max_retries=0)
+    client = make_client(threshold=1, max_retries=0)
     with pytest.raises(JiraUnavailableError):
         await client.check_credentials()
     fake.now += 30.0
@@ -447,7 +447,7 @@ async def test_tokens_never_in_errors_logs_or_reprs(mocked, make_client, caplog)
     mocked.get(MYSELF, status=401, payload={"errorMessages": ["Unauthorized"]})
     mocked.get(issue_url("PRJ-1"), exception=TimeoutError(), repeat=True)
     mocked.get(issue_url("PRJ-2", api=2), status=429, repeat=True)
-    cloud, dc = make_client(jira_max_retries=1), make_client(DC, jira_max_retries=1)
+    cloud, dc = make_client(max_retries=1), make_client(DC, max_retries=1)
     errors: list[BaseException] = []
     for call in (cloud.check_credentials(), cloud.read_issue("PRJ-1"), dc.read_issue("PRJ-2")):
         with pytest.raises(JiraError) as caught:
@@ -462,7 +462,7 @@ async def test_tokens_never_in_errors_logs_or_reprs(mocked, make_client, caplog)
 
 async def test_open_session_sets_timeouts_and_headers():
     """The session carries the configured timeouts, JSON accept and the flavor's auth."""
-    settings = replace(CLOUD, jira_timeout=12.0, jira_connect_timeout=3.0)
+    settings = replace(CLOUD, timeout=12.0, connect_timeout=3.0)
     async with open_session(settings) as cloud, open_session(DC) as dc:
         assert (cloud.timeout.total, cloud.timeout.connect) == (12.0, 3.0)
         assert cloud.headers["Accept"] == "application/json"
@@ -470,19 +470,27 @@ async def test_open_session_sets_timeouts_and_headers():
         assert dc.headers["Authorization"] == f"Bearer {PAT}"
 
 
-def test_open_session_names_the_missing_credential():
-    """Missing credentials fail at start-up with the variable's name."""
+def test_jira_settings_name_the_missing_credential():
+    """Jira settings without their flavor's credentials cannot be built; the error names it."""
     with pytest.raises(ConfigError, match="JIRA_API_TOKEN"):
-        open_session(replace(CLOUD, jira_api_token=None))
+        replace(CLOUD, api_token=None)
     with pytest.raises(ConfigError, match="JIRA_PAT"):
-        open_session(replace(DC, jira_pat=None))
+        replace(DC, pat=None)
 
 
 async def test_unreachable_jira_says_why_without_credentials(make_client):
     """A refused connection names the cause and the address an operator must check, no token."""
-    client = make_client(jira_base_url="http://127.0.0.1:9", jira_max_retries=0)
+    client = make_client(base_url="http://127.0.0.1:9", max_retries=0)
     with pytest.raises(JiraUnavailableError) as caught:
         await client.check_credentials()
     text = str(caught.value)
     assert "Connect call failed" in text and "127.0.0.1" in text
-    assert CLOUD.jira_api_token not in text
+    assert CLOUD.api_token not in text
+
+
+async def test_unresolvable_jira_names_the_host(make_client):
+    """A DNS failure names the host Jira was looked up by, so an operator can fix the URL."""
+    client = make_client(base_url="https://jira.nowhere.invalid", max_retries=0)
+    with pytest.raises(JiraUnavailableError) as caught:
+        await client.check_credentials()
+    assert "cannot resolve jira.nowhere.invalid:443" in str(caught.value)

@@ -21,9 +21,9 @@ async def client_for(settings: Settings):
 
     def build(sim: Simulator, **changes: object) -> JiraClient:
         wired = jira_settings(settings, sim, **changes)
-        session = open_session(wired)
+        session = open_session(wired.jira)
         sessions.append(session)
-        return JiraClient(session, wired)
+        return JiraClient(session, wired.jira)
 
     yield build
     for session in sessions:

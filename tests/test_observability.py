@@ -50,7 +50,9 @@ async def test_metrics_count_what_happened(sim, settings, db) -> None:
     keys = sim.seed(3, ["ALPHA"])
     async with serve(jira_settings(settings, sim)) as url, httpx.AsyncClient(base_url=url) as http:
         for key in keys:
-            await http.put(f"/api/v1/projects/p/jira/{key}")
+            await http.put(f"/api/v1/projects/p/jira/{key}")  # reads it at once
+            sim.edit_summary(key, "changed since")  # no webhook is wired: the poll sees it
+        await db.execute("UPDATE tracked SET next_due_at = now()")
         await http.get("/api/v1/cron/jira-refresh")
         body = encode(event())
         await http.post("/api/v1/webhooks/jira", content=body, headers=headers(body))
@@ -61,6 +63,7 @@ async def test_metrics_count_what_happened(sim, settings, db) -> None:
     assert sample(text, "jsc_webhooks_total", event="jira:issue_updated", outcome="applied") == 1
     assert sample(text, "jsc_webhook_signature_failures_total", reason="invalid_signature") == 1
     assert sample(text, "jsc_issues_refreshed_total", source="poll", outcome="refreshed") == 3
+    assert sample(text, "jsc_issues_refreshed_total", source="refresh", outcome="refreshed") == 3
     assert sample(text, "jsc_tracked_issues") == 3
     assert sample(text, "jsc_jira_circuit_state", state="closed") == 1
     route = 'route="/api/v1/issues/{key}"'

@@ -103,7 +103,7 @@ class World:
         return self.variant(jira_api_token="wrong", jira_pat="wrong")
 
     def without_jira(self) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
-        return self.variant(jira_base_url=None)
+        return self.variant(jira=None)
 
     async def link(self, key: str = "PRJ-1") -> None:
         assert (await self.http.put(f"/api/v1/projects/checkout/jira/{key}")).status_code == 201
@@ -282,6 +282,7 @@ async def cron(w: World) -> httpx.Response:
 @scenario(CRON, "get", 502)
 async def cron_with_jira_confused(w: World) -> httpx.Response:
     await w.link()
+    await w.db.execute("UPDATE tracked SET next_due_at = now()")  # the link read it: due again
     w.sim.fail_next(1, 409)
     return await w.http.get("/api/v1/cron/jira-refresh")
 

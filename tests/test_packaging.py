@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml  # PyYAML comes with uvicorn[standard], a runtime dependency
 
+from service import config
 from tests.live import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +22,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGES = PYPROJECT["tool"]["setuptools"]["packages"]
-SETTINGS_NAMES = set(
-    re.findall(r'read\.\w+\(\s*"([A-Z_]+)"', (ROOT / "service/config.py").read_text())
-)
+SETTINGS_NAMES = {variable.name for variable in config.variables()}
 
 
 def instructions() -> list[tuple[str, str]]:

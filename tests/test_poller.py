@@ -24,8 +24,8 @@ from tests.live import jira_settings, serve
 
 
 async def poll_with(pool: asyncpg.Pool, settings: Settings):
-    async with open_session(settings) as session:
-        client = JiraClient(session, settings)
+    async with open_session(settings.jira) as session:
+        client = JiraClient(session, settings.jira)
         poller = Poller(pool, Refresher(pool, client, settings.cache_ttl), settings)
         return await poller.poll()
 
@@ -97,8 +97,8 @@ async def test_prune_removes_only_old_deliveries(db) -> None:
 async def test_scheduler_runs_one_poll_at_a_time(sim, settings, db) -> None:
     """The poll job is registered with max_instances=1 and coalescing; interval 0 disables it."""
     wired = jira_settings(settings, sim, poll_interval=30.0)
-    async with open_session(wired) as session:
-        poller = Poller(db, Refresher(db, JiraClient(session, wired), 3600), wired)
+    async with open_session(wired.jira) as session:
+        poller = Poller(db, Refresher(db, JiraClient(session, wired.jira), 3600), wired)
         scheduler = start_scheduler(poller, db, wired)
         job = scheduler.get_job("poll")
         scheduler.shutdown(wait=False)
@@ -130,8 +130,8 @@ async def test_stop_hands_back_keys_of_a_batch_stuck_on_jira(sim, settings, db) 
     await tracking.track(db, keys)
     sim.hang_next(10, seconds=5.0)
     wired = jira_settings(settings, sim)
-    async with open_session(wired) as session:
-        poller = Poller(db, Refresher(db, JiraClient(session, wired), 3600), wired)
+    async with open_session(wired.jira) as session:
+        poller = Poller(db, Refresher(db, JiraClient(session, wired.jira), 3600), wired)
         running = asyncio.ensure_future(poller.poll())
         await asyncio.sleep(0.2)
         started = time.monotonic()

@@ -146,11 +146,12 @@ async def test_refresh_all_in_batches(db: asyncpg.Pool, database_url: str, sim) 
 
 
 async def test_refresh_stops_when_jira_refuses(db: asyncpg.Pool, database_url: str, sim) -> None:
-    """Refused credentials stop refresh with the reason and exit 1."""
+    """Refused credentials stop refresh with the reason, no empty summary, and exit 1."""
     await tracking.track(db, sim.seed(2))
     result = await run("refresh", "--all", **wired(database_url, sim, JIRA_API_TOKEN="wrong"))
     assert result.code == 1
     assert "stopped:" in result.out and "credentials refused" in result.out
+    assert "0 keys in" not in result.out
 
 
 async def test_dead_letters_newest_first(db: asyncpg.Pool, database_url: str, sim) -> None:

@@ -142,17 +142,17 @@ def check_settings(settings: Settings) -> Finding:
 
 
 async def check_jira(settings: Settings) -> Finding:
-    if settings.jira_base_url is None:
+    if settings.jira is None:
         return Finding("jira", False, "JIRA_BASE_URL is not set")
     # One attempt, briefly: an operator waits for this answer.
-    quick = dataclasses.replace(settings, jira_max_retries=0, jira_timeout=10.0)
+    quick = dataclasses.replace(settings.jira, max_retries=0, timeout=10.0)
     try:
         async with jira.open_session(quick) as session:
             me = await jira.JiraClient(session, quick).check_credentials()
-    except (ConfigError, jira.JiraError) as exc:
+    except jira.JiraError as exc:
         return Finding("jira", False, str(exc))
     who = me.get("displayName") or me.get("name") or me.get("accountId") or "an unnamed user"
-    return Finding("jira", True, f"signed in to {settings.jira_base_url} as {who}")
+    return Finding("jira", True, f"signed in to {quick.base_url} as {who}")
 
 
 async def check_db(settings: Settings) -> list[Finding]:
@@ -216,35 +216,42 @@ class Progress:
 
 
 def refresh(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    if settings.jira_base_url is None:
-        raise ConfigError("JIRA_BASE_URL", "required by refresh (e.g. https://acme.atlassian.net)")
     return run(refresh_keys(settings, args.project, out))
 
 
 async def refresh_keys(settings: Settings, project: str | None, out: TextIO) -> int:
     """Refresh a project's links (or every tracked key), then print a summary."""
-    async with database(settings) as pool, jira.open_session(settings) as session:
+    jira_settings = settings.require_jira("refresh")
+    async with database(settings) as pool, jira.open_session(jira_settings) as session:
         keys = await (links.linked_keys(pool, project) if project else tracking.tracked_keys(pool))
         if not keys:
             print(
                 f"project {project} links no issue" if project else "nothing is tracked", file=out
             )
             return 0
-        refresher = Refresher(pool, jira.JiraClient(session, settings), settings.cache_ttl)
+        refresher = Refresher(pool, jira.JiraClient(session, jira_settings), settings.cache_ttl)
         total = Report()
-        problem = await refresh_batches(refresher, keys, settings, total, Progress(len(keys), out))
+        # One batch is what the client reads at once: a bulk call per slot.
+        size = jira_settings.batch_size * jira_settings.max_concurrency
+        problem = await refresh_batches(
+            refresher, keys, size, settings, total, Progress(len(keys), out)
+        )
     if problem is not None:
         print(f"stopped: {problem}", file=out)
-    print(summary(total), file=out)
+    if total.results or problem is None:  # "0 keys in 0.0s" after a refusal says nothing
+        print(summary(total), file=out)
     return 1 if problem or total.count("failed") else 0
 
 
 async def refresh_batches(
-    refresher: Refresher, keys: list[str], settings: Settings, total: Report, progress: Progress
+    refresher: Refresher,
+    keys: list[str],
+    size: int,
+    settings: Settings,
+    total: Report,
+    progress: Progress,
 ) -> jira.JiraError | None:
-    """Refresh batch by batch into `total`; answer the Jira error that stopped it, if any."""
-    # One batch is what the client reads at once: a bulk call per slot.
-    size = settings.jira_batch_size * settings.jira_max_concurrency
+    """Refresh `size` keys at a time into `total`; answer the Jira error that stopped it, if any."""
     try:
         for start in range(0, len(keys), size):
             batch = keys[start : start + size]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import inspect
 import logging
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -17,6 +15,7 @@ from collections.abc import Callable, Sequence
 import uvicorn
 from starlette.types import ASGIApp
 
+from service import config
 from service.cli import commands
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
@@ -62,12 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setting_names() -> list[str]:
     """Every environment variable Settings.from_env reads, in its order."""
-    # Read from the source until config.py names its variables itself: the one place to change.
-    try:
-        source = inspect.getsource(Settings.from_env)
-    except OSError:  # installed without its .py files: --help goes without the list
-        return []
-    return list(dict.fromkeys(re.findall(r'read\.\w+\(\s*"([A-Z_]+)"', source)))
+    return [variable.name for variable in config.variables()]
 
 
 def settings_epilog(names: Sequence[str]) -> str:
@@ -95,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jira-status-cache: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secrets())
     run: dict[str, Callable[[Settings], int]] = {
         "serve": serve,
         "migrate": migrate,
@@ -110,18 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except migrations.NoMigrationsError as exc:
         print(f"jira-status-cache: {exc}", file=sys.stderr)
         return 1
-
-
-def secrets_of(settings: Settings) -> list[str | None]:
-    """Every configured secret, so that no log line can carry one."""
-    return [
-        settings.database_url,
-        settings.jira_api_token,
-        settings.jira_pat,
-        settings.webhook_secret,
-        settings.cron_secret,
-        *settings.api_tokens,
-    ]
 
 
 def serve(settings: Settings) -> int:
@@ -172,7 +154,7 @@ def serving_app(settings: Settings) -> ASGIApp:
 def app_from_env() -> ASGIApp:
     """A worker's app: its settings read from the environment the parent prepared."""
     settings = Settings.from_env(os.environ)
-    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    setup_logging(settings.log_level, settings.log_format, settings.secrets())
     return serving_app(settings)
 
 

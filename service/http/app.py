@@ -68,11 +68,11 @@ async def jira_parts(
     settings: Settings, pool: asyncpg.Pool, metrics: Metrics, memo: Memo | None
 ) -> AsyncIterator[tuple[jira.JiraClient | None, Refresher | None, Poller | None]]:
     """The Jira session, client, refresher, poller and scheduler, when Jira is configured."""
-    if settings.jira_base_url is None:
+    if settings.jira is None:
         yield None, None, None
         return
-    async with jira.open_session(settings) as session:
-        client = jira.JiraClient(session, settings)
+    async with jira.open_session(settings.jira) as session:
+        client = jira.JiraClient(session, settings.jira)
         metrics.watch_jira(client)
         refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
         poller = Poller(pool, refresher, settings)

@@ -167,8 +167,34 @@ async def put_link(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     key = normalize_key(request.path_params["key"])
     created = await links.link(request.state.pool, project_id, key)
-    body = {"project_id": project_id, "key": key, "created": created}
+    state, cached = await read_linked(request, key)
+    body = {
+        "project_id": project_id,
+        "key": key,
+        "created": created,
+        "state": state,
+        "issue": None if cached is None else render_issue_now(request, cached),
+    }
     return JSONResponse(body, status_code=201 if created else 200)
+
+
+async def read_linked(request: Request, key: str) -> tuple[str, CachedIssue | None]:
+    """Read a just-linked key as a GET would; "pending" when Jira cannot answer in time.
+
+    The link is stored either way: Jira being down or slow must not fail it, and the
+    poller (or the read still going on) fills the cache later.
+    """
+    try:
+        cached = (await read(request, [key])).get(key)
+    except JiraError:
+        return "pending", None
+    except ApiError as exc:
+        if exc.code != "jira_slow":
+            raise
+        return "pending", None
+    if cached is not None:
+        return cached.state, cached
+    return ("pending" if request.state.refresher is None else "not_found"), None
 
 
 async def delete_link(request: Request) -> Response:

@@ -131,7 +131,13 @@ def issue_schemas() -> dict[str, Schema]:
             issue=nullable(ref("Issue")),
         ),
         "LinkList": record(project_id=project_id, links=array(ref("Link"))),
-        "LinkResult": record(project_id=project_id, key=key, created={"type": "boolean"}),
+        "LinkResult": record(
+            project_id=project_id,
+            key=key,
+            created={"type": "boolean"},
+            state=choice("ok", "not_found", "deleted", "error", "pending"),
+            issue=nullable(ref("Issue")),
+        ),
     }
 
 
@@ -358,7 +364,9 @@ def link_paths() -> Schema:
     bad_link = fail("invalid project id or key", "invalid_project_id", "invalid_key")
     linked = {
         "200": answer("the link existed", ref("LinkResult")),
-        "201": answer("the link was created; the key is tracked", ref("LinkResult")),
+        "201": answer(
+            "the link was created and the issue read; the key is tracked", ref("LinkResult")
+        ),
         "400": bad_link,
         "404": missing(),
         "503": db_down,

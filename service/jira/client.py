@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 from yarl import URL
 
-from service.config import ConfigError, Settings
+from service.config import JiraSettings
 from service.jira.answer import Reading, check_key, sort_keys
 from service.jira.pacing import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
 from service.model import Issue, normalize_issue
@@ -87,11 +87,9 @@ class Stats:
     rate_limit_wait: float = 0.0
 
 
-def open_session(settings: Settings) -> aiohttp.ClientSession:
+def open_session(settings: JiraSettings) -> aiohttp.ClientSession:
     """The one session of the process; call inside the running loop (the app's lifespan)."""
-    timeout = aiohttp.ClientTimeout(
-        total=settings.jira_timeout, connect=settings.jira_connect_timeout
-    )
+    timeout = aiohttp.ClientTimeout(total=settings.timeout, connect=settings.connect_timeout)
     headers = {
         "Accept": "application/json",
         "Authorization": _authorization(settings),
@@ -100,17 +98,12 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=timeout, headers=headers)
 
 
-def _authorization(settings: Settings) -> str:
-    if settings.jira_flavor == "dc":
-        if not settings.jira_pat:
-            raise ConfigError("JIRA_PAT", "required when JIRA_FLAVOR=dc")
-        return f"Bearer {settings.jira_pat}"
-    if not settings.jira_email:
-        raise ConfigError("JIRA_EMAIL", "required when JIRA_FLAVOR=cloud")
-    if not settings.jira_api_token:
-        raise ConfigError("JIRA_API_TOKEN", "required when JIRA_FLAVOR=cloud")
+def _authorization(settings: JiraSettings) -> str:
+    # JiraSettings is complete by construction: the flavor's credentials are there.
+    if settings.flavor == "dc":
+        return f"Bearer {settings.pat}"
     # Encoded by hand: aiohttp 3.14 deprecates BasicAuth, and its replacement is new in 3.14.
-    pair = f"{settings.jira_email}:{settings.jira_api_token}".encode()
+    pair = f"{settings.email}:{settings.api_token}".encode()
     return f"Basic {base64.b64encode(pair).decode()}"
 
 
@@ -120,28 +113,26 @@ class JiraClient:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        settings: Settings,
+        settings: JiraSettings,
         *,
         limiter: RateLimiter | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        if settings.jira_base_url is None:
-            raise ConfigError("JIRA_BASE_URL", "required to talk to Jira")
         self._session = session
-        self._base = settings.jira_base_url.rstrip("/")
-        self._flavor = settings.jira_flavor
-        self._api = "/rest/api/2" if settings.jira_flavor == "dc" else "/rest/api/3"
-        self._batch = settings.jira_batch_size
-        self._retries = settings.jira_max_retries
-        self._slots = asyncio.Semaphore(settings.jira_max_concurrency)
+        self._base = settings.base_url.rstrip("/")
+        self._flavor = settings.flavor
+        self._api = "/rest/api/2" if settings.flavor == "dc" else "/rest/api/3"
+        self._batch = settings.batch_size
+        self._retries = settings.max_retries
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._limiter = limiter or RateLimiter(
-            max_rps=settings.jira_max_rps,
-            base=settings.jira_backoff_base,
-            cap=settings.jira_backoff_cap,
-            max_wait=settings.jira_max_wait,
+            max_rps=settings.max_rps,
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            max_wait=settings.max_wait,
         )
         self._breaker = breaker or CircuitBreaker(
-            settings.jira_breaker_threshold, settings.jira_breaker_cool_off
+            settings.breaker_threshold, settings.breaker_cool_off
         )
         self.stats = Stats()
 
@@ -400,6 +391,9 @@ def _reason(exc: aiohttp.ClientError) -> str:
     """What went wrong, for an operator: e.g. "Connect call failed ('10.0.0.5', 443)"."""
     # aiohttp's own text names host and port, never the URL's path, query or credentials.
     cause = getattr(exc, "os_error", None) or exc
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # The resolver's own text ("Name or service not known") does not say which name.
+        return f"{type(exc).__name__}: cannot resolve {exc.host}:{exc.port} ({str(cause)[:200]})"
     return f"{type(exc).__name__}: {str(cause)[:200]}"
 
 
