@@ -63,6 +63,7 @@ class Settings:
     cron_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    refresh_timeout: float = 25.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +112,7 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
+            refresh_timeout=read.number("REFRESH_TIMEOUT", float, 25.0, low=0.1),
         )
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -12,9 +14,10 @@ from service.http.issues import render_issue_now
 from service.http.middleware import bearer_token, token_matches
 from service.model import check_project_id, normalize_key
 from service.storage import issues as store
-from service.storage import links, tracking
+from service.storage import links
 from service.sync.poller import Poller
-from service.sync.refresh import Refresher
+from service.sync.reads import Reader
+from service.sync.refresh import Refresher, Report
 
 
 def refresher_of(request: Request) -> Refresher:
@@ -33,16 +36,17 @@ async def refresh_issue(request: Request) -> Response:
         raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
     if cached is None:
         raise ApiError(502, "jira_error", report.results[key].error or "no answer for the key")
-    await tracking.track(pool, [cached.issue.key])
     return JSONResponse(render_issue_now(request, cached))
 
 
 async def refresh_project(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
-    refresher = refresher_of(request)
+    refresher_of(request)
     keys = await links.linked_keys(request.state.pool, project_id)
-    report = await refresher.refresh(keys, "refresh")
-    return JSONResponse({"project_id": project_id, **report.as_json()})
+    reader: Reader = request.state.reader
+    report = Report()
+    complete = await reader.refresh(keys, report)
+    return JSONResponse({"project_id": project_id, **report.as_json(), "complete": complete})
 
 
 async def cron_refresh(request: Request) -> Response:
@@ -54,8 +58,12 @@ async def cron_refresh(request: Request) -> Response:
         raise ApiError(401, "unauthorized", "send CRON_SECRET or an API token as a bearer token")
     refresher_of(request)
     poller: Poller = request.state.poller
-    report = await poller.poll()
-    return JSONResponse(report.as_json())
+    try:
+        # The cycle goes on past the bound (the poller drains it on shutdown).
+        report = await asyncio.wait_for(poller.poll(), settings.refresh_timeout)
+    except TimeoutError:
+        return JSONResponse({**poller.report.as_json(), "complete": False})
+    return JSONResponse({**report.as_json(), "complete": True})
 
 
 routes = [
