@@ -44,6 +44,20 @@ async def test_thousand_issues_in_at_most_ten_bulk_requests(sim, client_for) -> 
     assert sum(sim.counters.values()) == bulk_requests(sim)
 
 
+@pytest.mark.parametrize("flavor", ["cloud", "dc"])
+async def test_unknown_keys_cost_a_bounded_number_of_requests(client_for, flavor) -> None:
+    """1,000 keys Jira does not know, among 100 it knows: 20 requests at most, no GET each."""
+    options = sim_options(flavor=flavor, pat="pat-token", email=None, token=None)
+    async with Simulator(options if flavor == "dc" else sim_options()) as sim:
+        known = sim.seed(100, ["ALPHA"])
+        unknown = [f"NOPE-{n}" for n in range(1, 1001)]
+        client = client_for(sim, jira_flavor=flavor, jira_pat="pat-token")
+        reading = await client.read_issues([*unknown, *known])
+        assert sorted(reading.not_found) == sorted(unknown)
+        assert len(reading.issues) == 100
+        assert sum(sim.counters.values()) <= 22 and "issue" not in sim.counters
+
+
 async def test_429_storm_is_waited_out_politely(client_for) -> None:
     """Under a 429 storm no request goes out before Retry-After, and all issues arrive."""
     async with Simulator(sim_options(retry_after=0.3)) as sim:

@@ -91,6 +91,10 @@ class Refresher:
         self._landings = 0
         self._landed: OrderedDict[str, tuple[int, KeyResult]] = OrderedDict()
 
+    def flying(self, key: str) -> bool:
+        """Whether a read of the key is in the air."""
+        return key in self._flights
+
     def mark(self) -> int:
         """A point in the flights' history; pass it to `refresh` as `since`."""
         return self._landings
