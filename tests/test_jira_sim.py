@@ -11,7 +11,9 @@ import pytest
 from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
+from service.storage import issues as store
 from tests.live import jira_settings, serve, sim_options
+from tests.test_reads import wait_until
 
 
 @pytest.fixture
@@ -28,6 +30,10 @@ async def client_for(settings: Settings):
     yield build
     for session in sessions:
         await session.close()
+
+
+async def stored(db: asyncpg.Pool, key: str) -> bool:
+    return await store.select_by_key(db, key) is not None
 
 
 def bulk_requests(sim: Simulator) -> int:
@@ -179,7 +185,7 @@ async def test_slow_jira_answers_503_in_bounded_time_and_fills_cache(sim, settin
     wired = jira_settings(settings, sim, read_timeout=0.2)
     async with serve(wired) as url, httpx.AsyncClient(base_url=url) as http:
         slow = await http.get(f"/api/v1/issues/{key}")
-        await asyncio.sleep(0.6)
+        await wait_until(lambda: stored(db, key))
         sim.options.latency = 0.0
         sim.reset_counters()
         later = await http.get(f"/api/v1/issues/{key}")
