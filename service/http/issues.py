@@ -81,7 +81,7 @@ async def get_issue(request: Request) -> Response:
     cached = (await read(request, [key])).get(key)
     if cached is not None:
         return JSONResponse(render_issue_now(request, cached))
-    if request.state.refresher is None:
+    if request.state.reader.refresher is None:
         raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
     raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
 

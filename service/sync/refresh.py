@@ -37,6 +37,7 @@ class Report:
     """What a refresh did, per key, in the shape the refresh endpoints answer."""
 
     results: dict[str, KeyResult] = field(default_factory=dict)
+    asked: int = 0  # keys asked for, some perhaps without a result yet
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -45,6 +46,7 @@ class Report:
 
     def merge(self, other: Report) -> None:
         self.results.update(other.results)
+        self.asked += other.asked
 
     def keys(self, *outcomes: KeyOutcome) -> list[str]:
         return [key for key, result in self.results.items() if result.outcome in outcomes]
@@ -52,7 +54,7 @@ class Report:
     def as_json(self) -> dict[str, object]:
         end = self.finished if self.finished is not None else time.monotonic()
         return {
-            "requested": len(self.results),
+            "requested": max(self.asked, len(self.results)),
             "refreshed": self.count("refreshed"),
             "unchanged": self.count("unchanged"),
             "not_found": self.count("not_found"),
@@ -112,6 +114,7 @@ class Refresher:
         """
         report = Report() if report is None else report
         wanted = list(dict.fromkeys(keys))
+        report.asked += len(wanted)
         report.results |= self._landed_since(wanted, since)
         joined = {key: self._flights[key] for key in wanted if key in self._flights}
         mine = [key for key in wanted if key not in joined and key not in report.results]
