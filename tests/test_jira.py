@@ -357,6 +357,18 @@ async def test_moved_key_is_paired_by_the_search(mocked, make_client):
     assert count(mocked) == 3  # bulkfetch, a search naming PRJ-2, a search without it
 
 
+async def test_cloud_search_pages_with_its_token(mocked, make_client):
+    """Keys a bulk answer dropped are searched page by page with Cloud's nextPageToken."""
+    later = [raw_issue("PRJ-2"), raw_issue("PRJ-3"), raw_issue("PRJ-4")]
+    mocked.post(BULK, callback=bulk_answer(raw_issue("PRJ-1")))
+    mocked.post(SEARCH_JQL, payload={"issues": later[:1], "nextPageToken": "t1"})
+    mocked.post(SEARCH_JQL, payload={"issues": later[1:], "isLast": True})
+    reading = await make_client().read_issues(["PRJ-1", "PRJ-2", "PRJ-3", "PRJ-4"])
+    assert sorted(issue.key for issue in reading.issues) == ["PRJ-1", "PRJ-2", "PRJ-3", "PRJ-4"]
+    pages = [call["json"].get("nextPageToken") for call in sent(mocked, "POST", SEARCH_JQL)]
+    assert pages == [None, "t1"] and reading.not_found == []
+
+
 async def test_refused_connection_is_not_retried(make_client, fake):
     """Nothing listening at Jira's address fails at once, unavailable, with no retry or pause."""
     client = make_client(jira_base_url="http://127.0.0.1:9", jira_max_retries=4)

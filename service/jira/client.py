@@ -246,8 +246,9 @@ class JiraClient:
                 keys = [key for key in keys if key not in named]
                 found, page = [], None
                 continue
-            found += _issues(call, answer)
-            if (page := self._next_page(answer, len(found))) is None:
+            issues = _issues(call, answer)
+            found += issues
+            if not issues or (page := self._next_page(answer, len(found))) is None:
                 break
         tally = Tally.of(found)
         tally.not_found.extend(unknown)
@@ -275,7 +276,7 @@ class JiraClient:
     def _next_page(self, answer: Any, found: int) -> str | int | None:
         """Where the next page starts: Data Center's offset, Cloud's token; None when done."""
         if self._flavor == "dc":
-            return found if 0 < found < _total(answer) else None
+            return found if found < _total(answer) else None
         token = answer.get("nextPageToken") if isinstance(answer, dict) else None
         return token if isinstance(token, str) and token else None
 
