@@ -115,9 +115,10 @@ class Refresher:
         report = Report() if report is None else report
         wanted = list(dict.fromkeys(keys))
         report.asked += len(wanted)
-        report.results |= self._landed_since(wanted, since)
+        landed = self._landed_since(wanted, since)
+        report.results |= landed
         joined = {key: self._flights[key] for key in wanted if key in self._flights}
-        mine = [key for key in wanted if key not in joined and key not in report.results]
+        mine = [key for key in wanted if key not in joined and key not in landed]
         if mine:
             await self._fly(mine, source, report)
         for key, flight in joined.items():
