@@ -270,6 +270,9 @@ class Settings:
     web_concurrency: int = setting(
         "WEB_CONCURRENCY", 1, whole(1, 64), "serve's worker processes on the one port"
     )
+    refresh_timeout: float = setting(
+        "REFRESH_TIMEOUT", 25.0, real(0.1, 600), "longest a refresh route waits before answering"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

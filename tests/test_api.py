@@ -10,6 +10,7 @@ from service.config import Settings
 from service.storage import issues as store
 from tests.conftest import app_client
 from tests.factory import make_issue
+from tests.live import free_port
 from tests.pgproxy import PgProxy
 
 
@@ -159,3 +160,16 @@ async def test_database_unreachable_is_503(db: asyncpg.Pool, settings: Settings)
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert error_code(response) == "database_unavailable"
     assert ready.status_code == 503
+
+
+async def test_jira_refusing_connections(db: asyncpg.Pool, settings: Settings) -> None:
+    """Jira refusing: a miss is 503 jira_unavailable at once; a cached read with max_age is 200."""
+    await store.upsert_issues(db, [make_issue()], "poll")
+    closed = f"http://127.0.0.1:{free_port()}"
+    jira = {"jira_email": "bot@example.com", "jira_api_token": "t", "poll_interval": 0.0}
+    async with app_client(settings, jira_base_url=closed, **jira) as http:
+        miss = await http.get("/api/v1/issues/PRJ-8")
+        hit = await http.get("/api/v1/issues/PRJ-7", params={"max_age": "0"})
+    assert miss.status_code == 503 and error_code(miss) == "jira_unavailable"
+    assert int(miss.headers["Retry-After"]) >= 1
+    assert hit.status_code == 200 and hit.json()["key"] == "PRJ-7"

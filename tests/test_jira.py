@@ -29,6 +29,10 @@ from service.jira.client import (
     open_session,
 )
 from service.jira.pacing import CircuitBreaker, RateLimiter
+from service.storage import issues as store
+from service.sync.parts import jira_parts
+from service.sync.refresh import KeyResult
+from tests.factory import make_issue
 from tests.test_ratelimit import FakeTime
 
 TOKEN = "api-token-SECRET-4f9a"
@@ -38,6 +42,7 @@ CLOUD = JiraSettings(base_url=BASE, email="bot@example.com", api_token=TOKEN)
 DC = replace(CLOUD, flavor="dc", pat=PAT)
 BULK = f"{BASE}/rest/api/3/issue/bulkfetch"
 SEARCH = f"{BASE}/rest/api/2/search"
+SEARCH_JQL = f"{BASE}/rest/api/3/search/jql"
 MYSELF = f"{BASE}/rest/api/3/myself"
 NOT_FOUND = {"errorMessages": ["Issue does not exist or you do not have permission to see it."]}
 ISSUE_ROUTE = "GET /rest/api/3/issue/{key}"
@@ -316,6 +321,63 @@ async def test_moved_key_is_recorded_against_the_issue_id(mocked, make_client):
     assert reading.not_found == []
 
 
+def search_answer(known: dict[str, dict[str, object]]):
+    """A Cloud search/jql for `key in (...)`: 400 naming the unknown keys, else the issues."""
+
+    def callback(url, **kwargs):
+        asked = re.findall(r'"([^"]+)"', kwargs["json"]["jql"])
+        unknown = [f"An issue with key '{key}' does not exist for field 'key'." for key in asked]
+        unknown = [text for key, text in zip(asked, unknown, strict=True) if key not in known]
+        if unknown:
+            return CallbackResult(status=400, payload={"errorMessages": unknown, "errors": {}})
+        return CallbackResult(payload={"issues": [known[key] for key in asked], "isLast": True})
+
+    return callback
+
+
+async def test_absent_keys_are_settled_by_one_search(mocked, make_client):
+    """Keys bulkfetch leaves out are confirmed missing by one search, not a GET each."""
+    mocked.post(BULK, callback=bulk_answer(raw_issue("PRJ-1")))
+    mocked.post(SEARCH_JQL, callback=search_answer({}), repeat=True)
+    reading = await make_client().read_issues(["PRJ-1", "PRJ-2", "PRJ-3"])
+    assert sorted(reading.not_found) == ["PRJ-2", "PRJ-3"]
+    [search] = sent(mocked, "POST", SEARCH_JQL)
+    assert search["json"]["jql"] == 'key in ("PRJ-2", "PRJ-3")'
+    assert count(mocked) == 2
+
+
+async def test_moved_key_is_paired_by_the_search(mocked, make_client):
+    """The one key left after dropping unknown ones, answered under a new key, has moved."""
+    moved = raw_issue("NEW-5", id=10042)
+    mocked.post(BULK, callback=bulk_answer(raw_issue("PRJ-1")))
+    mocked.post(SEARCH_JQL, callback=search_answer({"OLD-1": moved}), repeat=True)
+    reading = await make_client().read_issues(["OLD-1", "PRJ-1", "PRJ-2"])
+    assert reading.moved == {"OLD-1": 10042} and reading.not_found == ["PRJ-2"]
+    assert sorted(issue.key for issue in reading.issues) == ["NEW-5", "PRJ-1"]
+    assert count(mocked) == 3  # bulkfetch, a search naming PRJ-2, a search without it
+
+
+async def test_cloud_search_pages_with_its_token(mocked, make_client):
+    """Keys a bulk answer dropped are searched page by page with Cloud's nextPageToken."""
+    later = [raw_issue("PRJ-2"), raw_issue("PRJ-3"), raw_issue("PRJ-4")]
+    mocked.post(BULK, callback=bulk_answer(raw_issue("PRJ-1")))
+    mocked.post(SEARCH_JQL, payload={"issues": later[:1], "nextPageToken": "t1"})
+    mocked.post(SEARCH_JQL, payload={"issues": later[1:], "isLast": True})
+    reading = await make_client().read_issues(["PRJ-1", "PRJ-2", "PRJ-3", "PRJ-4"])
+    assert sorted(issue.key for issue in reading.issues) == ["PRJ-1", "PRJ-2", "PRJ-3", "PRJ-4"]
+    pages = [call["json"].get("nextPageToken") for call in sent(mocked, "POST", SEARCH_JQL)]
+    assert pages == [None, "t1"] and reading.not_found == []
+
+
+async def test_refused_connection_is_not_retried(make_client, fake):
+    """Nothing listening at Jira's address fails at once, unavailable, with no retry or pause."""
+    client = make_client(jira_base_url="http://127.0.0.1:9", jira_max_retries=4)
+    with pytest.raises(JiraUnavailableError, match="could not be reached"):
+        await client.check_credentials()
+    assert client.stats.requests["GET /rest/api/3/myself", "connection_error"] == 1
+    assert fake.sleeps == []
+
+
 async def test_absent_key_confirmed_as_not_found(mocked, make_client):
     """A key bulkfetch leaves out is checked once, and a 404 lists it as not found."""
     mocked.post(BULK, callback=bulk_answer(raw_issue("PRJ-1")))
@@ -348,9 +410,22 @@ async def test_one_bad_issue_does_not_fail_the_batch(mocked, make_client):
     mocked.post(BULK, payload={"issues": [raw_issue("PRJ-1"), raw_issue("PRJ-2", updated=None)]})
     reading = await make_client().read_issues(["PRJ-1", "PRJ-2", "not a key"])
     assert [issue.key for issue in reading.issues] == ["PRJ-1"]
-    assert reading.invalid[0][0] == "not a key"
-    assert reading.invalid[1] == ("PRJ-2", "issue has no fields.updated")
+    invalid = dict(reading.invalid)
+    assert "not a key" in invalid and invalid["PRJ-2"] == "issue has no fields.updated"
     assert count(mocked) == 1
+
+
+async def test_unusable_issue_json_marks_the_cached_issue_error(mocked, db):
+    """An issue Jira answers with unusable JSON keeps its cached data, marked state error."""
+    await store.upsert_issues(db, [make_issue(id=10002, key="PRJ-2")], "poll")
+    mocked.post(BULK, payload={"issues": [raw_issue("PRJ-1"), raw_issue("PRJ-2", updated=None)]})
+    async with jira_parts(CLOUD, db) as parts:
+        assert parts.refresher is not None
+        report = await parts.refresher.refresh(["PRJ-1", "PRJ-2"], "refresh")
+    assert report.results["PRJ-2"] == KeyResult("failed", "issue has no fields.updated")
+    cached = await store.select_by_key(db, "PRJ-2")
+    assert cached is not None and cached.issue.summary == "Login fails"
+    assert (cached.state, cached.error) == ("error", "unusable answer from Jira")
 
 
 async def test_no_keys_no_requests(mocked, make_client):
@@ -365,7 +440,6 @@ async def test_dc_search_drops_unknown_keys_and_retries(mocked, make_client):
     mocked.post(SEARCH, status=400, payload={"errorMessages": [unknown], "errors": {}})
     found = [raw_issue("PRJ-1"), raw_issue("PRJ-3")]
     mocked.post(SEARCH, payload={"startAt": 0, "maxResults": 2, "total": 2, "issues": found})
-    mocked.get(issue_url("PRJ-2", api=2), status=404, payload=NOT_FOUND)
     reading = await make_client(DC).read_issues(["PRJ-1", "PRJ-2", "PRJ-3"])
     first, second = sent(mocked, "POST", SEARCH)
     assert first["json"]["jql"] == 'key in ("PRJ-1", "PRJ-2", "PRJ-3")'
@@ -374,6 +448,7 @@ async def test_dc_search_drops_unknown_keys_and_retries(mocked, make_client):
     assert first["headers"]["Authorization"] == f"Bearer {PAT}"
     assert sorted(issue.key for issue in reading.issues) == ["PRJ-1", "PRJ-3"]
     assert reading.not_found == ["PRJ-2"]
+    assert count(mocked) == 2  # Jira named it unknown: no GET to confirm it
 
 
 async def test_dc_search_pages_with_start_at(mocked, make_client):

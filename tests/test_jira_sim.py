@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 import httpx
@@ -10,24 +11,29 @@ import pytest
 
 from jira_simulator import Simulator
 from service.config import Settings
-from service.jira.client import JiraClient, open_session
+from service.jira.client import JiraClient
+from service.storage import issues as store
+from service.sync.parts import jira_parts
 from tests.live import jira_settings, serve, sim_options
+from tests.test_reads import wait_until
 
 
 @pytest.fixture
-async def client_for(settings: Settings):
-    """Build a JiraClient for a simulator; sessions are closed at the end."""
-    sessions = []
+async def client_for(settings: Settings, pool: asyncpg.Pool):
+    """Build a JiraClient for a simulator with the app's factory; closed at the end."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    def build(sim: Simulator, **changes: object) -> JiraClient:
-        wired = jira_settings(settings, sim, **changes)
-        session = open_session(wired.jira)
-        sessions.append(session)
-        return JiraClient(session, wired.jira)
+        async def build(sim: Simulator, **changes: object) -> JiraClient:
+            wired = jira_settings(settings, sim, **changes)
+            parts = await stack.enter_async_context(jira_parts(wired, pool))
+            assert parts.client is not None
+            return parts.client
 
-    yield build
-    for session in sessions:
-        await session.close()
+        yield build
+
+
+async def stored(db: asyncpg.Pool, key: str) -> bool:
+    return await store.select_by_key(db, key) is not None
 
 
 def bulk_requests(sim: Simulator) -> int:
@@ -38,10 +44,24 @@ async def test_thousand_issues_in_at_most_ten_bulk_requests(sim, client_for) -> 
     """1,000 keys are read with at most 10 bulk requests and nothing else."""
     keys = sim.seed(1000, ["ALPHA", "BETA"])
     sim.reset_counters()
-    reading = await client_for(sim).read_issues(keys)
+    reading = await (await client_for(sim)).read_issues(keys)
     assert len(reading.issues) == 1000 and reading.not_found == []
     assert bulk_requests(sim) <= 10
     assert sum(sim.counters.values()) == bulk_requests(sim)
+
+
+@pytest.mark.parametrize("flavor", ["cloud", "dc"])
+async def test_unknown_keys_cost_a_bounded_number_of_requests(client_for, flavor) -> None:
+    """1,000 keys Jira does not know, among 100 it knows: 20 requests at most, no GET each."""
+    options = sim_options(flavor=flavor, pat="pat-token", email=None, token=None)
+    async with Simulator(options if flavor == "dc" else sim_options()) as sim:
+        known = sim.seed(100, ["ALPHA"])
+        unknown = [f"NOPE-{n}" for n in range(1, 1001)]
+        client = await client_for(sim, jira_flavor=flavor, jira_pat="pat-token")
+        reading = await client.read_issues([*unknown, *known])
+        assert sorted(reading.not_found) == sorted(unknown)
+        assert len(reading.issues) == 100
+        assert sum(sim.counters.values()) <= 22 and "issue" not in sim.counters
 
 
 async def test_429_storm_is_waited_out_politely(client_for) -> None:
@@ -49,7 +69,7 @@ async def test_429_storm_is_waited_out_politely(client_for) -> None:
     async with Simulator(sim_options(retry_after=0.3)) as sim:
         keys = sim.seed(300, ["ALPHA"])
         sim.storm(0.5)
-        reading = await client_for(sim, jira_max_retries=6).read_issues(keys)
+        reading = await (await client_for(sim, jira_max_retries=6)).read_issues(keys)
         assert len(reading.issues) == 300
         assert sim.early_requests() == []
         assert any(record.status == 429 for record in sim.requests)
@@ -60,7 +80,7 @@ async def test_429_without_retry_after_backs_off_and_recovers(client_for) -> Non
     async with Simulator(sim_options(omit_retry_after=True)) as sim:
         keys = sim.seed(150, ["ALPHA"])
         sim.storm(0.3)
-        reading = await client_for(sim, jira_max_retries=8).read_issues(keys)
+        reading = await (await client_for(sim, jira_max_retries=8)).read_issues(keys)
         assert len(reading.issues) == 150
 
 
@@ -68,7 +88,7 @@ async def test_data_center_drops_unknown_keys_and_reads_the_rest(client_for) -> 
     """On Data Center an unknown key fails the search; the client drops it and reads the rest."""
     async with Simulator(sim_options(flavor="dc", pat="pat-token", email=None, token=None)) as sim:
         keys = sim.seed(20, ["ALPHA"])
-        client = client_for(sim, jira_flavor="dc", jira_pat="pat-token")
+        client = await client_for(sim, jira_flavor="dc", jira_pat="pat-token")
         reading = await client.read_issues([*keys, "ALPHA-999", "NOPE-1"])
         assert sorted(issue.key for issue in reading.issues) == sorted(keys)
         assert sorted(reading.not_found) == ["ALPHA-999", "NOPE-1"]
@@ -79,7 +99,7 @@ async def test_moved_and_hidden_keys(sim, client_for) -> None:
     old, hidden = sim.seed(2, ["ALPHA"])
     new = sim.move(old, "BETA")
     sim.forbid(hidden)
-    reading = await client_for(sim).read_issues([old, hidden])
+    reading = await (await client_for(sim)).read_issues([old, hidden])
     assert [issue.key for issue in reading.issues] == [new]
     assert reading.moved == {old: reading.issues[0].id}
     assert reading.not_found == [hidden]
@@ -165,7 +185,7 @@ async def test_slow_jira_answers_503_in_bounded_time_and_fills_cache(sim, settin
     wired = jira_settings(settings, sim, read_timeout=0.2)
     async with serve(wired) as url, httpx.AsyncClient(base_url=url) as http:
         slow = await http.get(f"/api/v1/issues/{key}")
-        await asyncio.sleep(0.6)
+        await wait_until(lambda: stored(db, key))
         sim.options.latency = 0.0
         sim.reset_counters()
         later = await http.get(f"/api/v1/issues/{key}")

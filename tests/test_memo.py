@@ -15,6 +15,7 @@ from service.sync.memo import Memo
 from tests.conftest import app_client
 from tests.factory import make_issue
 from tests.payloads import SECRET, encode, event, headers
+from tests.test_ratelimit import FakeTime
 
 
 def cached(id: int = 7, key: str = "PRJ-7", summary: str = "s") -> CachedIssue:
@@ -22,8 +23,8 @@ def cached(id: int = 7, key: str = "PRJ-7", summary: str = "s") -> CachedIssue:
     return CachedIssue(issue, datetime.now(UTC), "poll", "ok", None, 0)
 
 
-def live_memo(size: int = 100, ttl: float = 60) -> Memo:
-    memo = Memo(size, ttl)
+def live_memo(size: int = 100, ttl: float = 60, clock: FakeTime | None = None) -> Memo:
+    memo = Memo(size, ttl, (clock or FakeTime()).clock)
     memo.live = True
     return memo
 
@@ -65,10 +66,28 @@ def test_size_and_ttl_bound_the_memo() -> None:
     for n in range(1, 4):
         memo.put({f"PRJ-{n}": cached(id=n, key=f"PRJ-{n}")}, memo.mark())
     assert set(memo.get(["PRJ-1", "PRJ-2", "PRJ-3"])) == {"PRJ-2", "PRJ-3"}
-    brief = live_memo(ttl=0.01)
+    fake = FakeTime()
+    brief = live_memo(ttl=30, clock=fake)
     brief.put({"PRJ-7": cached()}, brief.mark())
-    time.sleep(0.02)
+    fake.now += 29.9
+    assert set(brief.get(["PRJ-7"])) == {"PRJ-7"}
+    fake.now += 0.2
     assert brief.get(["PRJ-7"]) == {}
+
+
+def test_bookkeeping_resets_and_a_read_begun_before_is_not_kept() -> None:
+    """Past 4x its size in remembered drops the memo resets; a read begun before is refused."""
+    memo = live_memo(size=2)
+    memo.put({"PRJ-7": cached()}, memo.mark())
+    before = memo.mark()
+    memo.on_notify(",".join(str(n) for n in range(100, 108)))  # 8 drops: not yet past 4x2
+    assert set(memo.get(["PRJ-7"])) == {"PRJ-7"}
+    memo.on_notify("108")  # the 9th: the memo resets
+    assert memo.get(["PRJ-7"]) == {}
+    memo.put({"PRJ-8": cached(id=8, key="PRJ-8")}, before)
+    assert memo.get(["PRJ-8"]) == {}
+    memo.put({"PRJ-8": cached(id=8, key="PRJ-8")}, memo.mark())
+    assert set(memo.get(["PRJ-8"])) == {"PRJ-8"}
 
 
 async def wait_for(check, seconds: float = 3.0) -> bool:

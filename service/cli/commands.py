@@ -24,6 +24,7 @@ from service.storage import webhooks as deliveries
 from service.storage.pool import UNREACHABLE as DATABASE_DOWN
 from service.storage.pool import open_pool, redact_dsn, resolve_dsn
 from service.storage.webhooks import WHOLE
+from service.sync.parts import jira_parts
 from service.sync.refresh import Refresher, Report
 
 SubParsers = argparse._SubParsersAction  # argparse names no public type for it
@@ -222,19 +223,20 @@ def refresh(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdo
 async def refresh_keys(settings: Settings, project: str | None, out: TextIO) -> int:
     """Refresh a project's links (or every tracked key), then print a summary."""
     jira_settings = settings.require_jira("refresh")
-    async with database(settings) as pool, jira.open_session(jira_settings) as session:
+    async with database(settings) as pool, jira_parts(settings, pool) as parts:
         keys = await (links.linked_keys(pool, project) if project else tracking.tracked_keys(pool))
         if not keys:
             print(
                 f"project {project} links no issue" if project else "nothing is tracked", file=out
             )
             return 0
-        refresher = Refresher(pool, jira.JiraClient(session, jira_settings), settings.cache_ttl)
+        if parts.refresher is None:
+            raise ConfigError("JIRA_BASE_URL", "required by refresh")
         total = Report()
         # One batch is what the client reads at once: a bulk call per slot.
         size = jira_settings.batch_size * jira_settings.max_concurrency
         problem = await refresh_batches(
-            refresher, keys, size, settings, total, Progress(len(keys), out)
+            parts.refresher, keys, size, settings, total, Progress(len(keys), out)
         )
     if problem is not None:
         print(f"stopped: {problem}", file=out)

@@ -24,9 +24,10 @@ from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync.memo import Memo, listen
+from service.sync.parts import jira_parts
 from service.sync.poller import Poller
+from service.sync.reads import Reader
 from service.sync.refresh import Refresher
-from service.sync.schedule import start_scheduler
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
@@ -41,6 +42,7 @@ class State(TypedDict):
     jira: jira.JiraClient | None
     refresher: Refresher | None
     poller: Poller | None
+    reader: Reader
 
 
 async def healthz(request: Request) -> Response:
@@ -61,28 +63,6 @@ async def readyz(request: Request) -> Response:
         body = {"status": "unavailable", "database": "ok", "pending_migrations": pending}
         return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "database": "ok"})
-
-
-@contextlib.asynccontextmanager
-async def jira_parts(
-    settings: Settings, pool: asyncpg.Pool, metrics: Metrics, memo: Memo | None
-) -> AsyncIterator[tuple[jira.JiraClient | None, Refresher | None, Poller | None]]:
-    """The Jira session, client, refresher, poller and scheduler, when Jira is configured."""
-    if settings.jira is None:
-        yield None, None, None
-        return
-    async with jira.open_session(settings.jira) as session:
-        client = jira.JiraClient(session, settings.jira)
-        metrics.watch_jira(client)
-        refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
-        poller = Poller(pool, refresher, settings)
-        scheduler = start_scheduler(poller, pool, settings) if settings.poll_interval else None
-        try:
-            yield client, refresher, poller
-        finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=False)
-            await poller.stop()
 
 
 @contextlib.asynccontextmanager
@@ -155,16 +135,17 @@ def create_app(settings: Settings) -> Starlette:
                 await migrate.apply_migrations(connection)
             async with (
                 remembering(settings, dsn, metrics) as memo,
-                jira_parts(settings, pool, metrics, memo) as (client, refresher, poller),
+                jira_parts(settings, pool, metrics, memo, scheduled=True) as parts,
             ):
                 state = State(
                     settings=settings,
                     pool=pool,
                     metrics=metrics,
                     memo=memo,
-                    jira=client,
-                    refresher=refresher,
-                    poller=poller,
+                    jira=parts.client,
+                    refresher=parts.refresher,
+                    poller=parts.poller,
+                    reader=parts.reader,
                 )
                 yield dict(state)
         finally:

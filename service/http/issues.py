@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,10 +13,8 @@ from service.config import Settings
 from service.http.errors import ApiError
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
-from service.storage import issues as store
-from service.storage import links, tracking
-from service.sync import memo
-from service.sync.refresh import Refresher, Report
+from service.storage import links
+from service.sync.reads import JiraSlowError, Reader
 
 
 def render_issue(cached: CachedIssue, ttl: float, now: datetime) -> dict[str, Any]:
@@ -68,56 +64,13 @@ def parse_max_age(raw: str | None) -> float | None:
 
 
 async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
-    """The cached issues for the keys; misses and entries over ?max_age= read through Jira."""
-    pool = request.state.pool
+    """The issues the reader has for the keys, honouring ?max_age=."""
     max_age = parse_max_age(request.query_params.get("max_age"))
-    found = await memo.select(pool, request.state.memo, keys)
-    refresher: Refresher | None = request.state.refresher
-    if refresher is None:
-        return found
-    now = datetime.now(UTC)
-    wanted = [key for key in keys if key not in found or _older(found[key], max_age, now)]
-    if not wanted:
-        return found  # the hot path: no round trip to PostgreSQL at all
-    settings: Settings = request.state.settings
-    # A key Jira just said it does not know is not asked again until the negative TTL ends.
-    known_missing = await store.recently_missing(
-        pool, [key for key in wanted if key not in found], settings.negative_ttl
-    )
-    wanted = [key for key in wanted if key not in known_missing]
-    if not wanted:
-        return found
+    reader: Reader = request.state.reader
     try:
-        report = await bounded(refresher.refresh(wanted, "refresh"), settings.read_timeout)
-    except JiraError:
-        if all(key in found for key in wanted):
-            return found  # Jira is down but the cache has an answer: serve it, stale.
-        raise
-    await tracking.track(pool, report.keys("refreshed", "unchanged"))
-    return await memo.select(pool, request.state.memo, keys)
-
-
-async def bounded(work: Coroutine[Any, Any, Report], seconds: float) -> Report:
-    """Wait at most `seconds` for a read; past that answer 503 while the read goes on.
-
-    The read keeps its retries and fills the cache for the next caller, but a reader in
-    someone's hot path is not held for Jira's whole backoff.
-    """
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    try:
-        return await asyncio.wait_for(asyncio.shield(task), seconds)
-    except TimeoutError:
-        raise ApiError(
-            503,
-            "jira_slow",
-            f"Jira did not answer within {seconds:g}s; retry later",
-            {"Retry-After": "5"},
-        ) from None
-
-
-def _older(cached: CachedIssue, max_age: float | None, now: datetime) -> bool:
-    return max_age is not None and (now - cached.fetched_at).total_seconds() > max_age
+        return await reader.read(keys, max_age)
+    except JiraSlowError as exc:
+        raise ApiError(503, "jira_slow", str(exc), {"Retry-After": "5"}) from None
 
 
 async def get_issue(request: Request) -> Response:
@@ -125,7 +78,7 @@ async def get_issue(request: Request) -> Response:
     cached = (await read(request, [key])).get(key)
     if cached is not None:
         return JSONResponse(render_issue_now(request, cached))
-    if request.state.refresher is None:
+    if request.state.reader.refresher is None:
         raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
     raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
 
@@ -184,17 +137,14 @@ async def read_linked(request: Request, key: str) -> tuple[str, CachedIssue | No
     The link is stored either way: Jira being down or slow must not fail it, and the
     poller (or the read still going on) fills the cache later.
     """
+    reader: Reader = request.state.reader
     try:
-        cached = (await read(request, [key])).get(key)
-    except JiraError:
-        return "pending", None
-    except ApiError as exc:
-        if exc.code != "jira_slow":
-            raise
+        cached = (await reader.read([key], None)).get(key)
+    except (JiraError, JiraSlowError):
         return "pending", None
     if cached is not None:
         return cached.state, cached
-    return ("pending" if request.state.refresher is None else "not_found"), None
+    return ("pending" if reader.refresher is None else "not_found"), None
 
 
 async def delete_link(request: Request) -> Response:

@@ -142,10 +142,13 @@ def issue_schemas() -> dict[str, Schema]:
 
 
 def report_properties() -> dict[str, Schema]:
-    """The fields of refresh.Report.as_json."""
+    """The fields of refresh.Report.as_json, and whether the work ended within REFRESH_TIMEOUT."""
     outcomes = ("requested", "refreshed", "unchanged", "not_found", "failed")
     errors = array(record(key=text(), error=text()))
-    return {name: count() for name in outcomes} | {"errors": errors, "duration_ms": count()}
+    # false: REFRESH_TIMEOUT passed; the counts are what is done so far, and the rest goes on.
+    complete = {"type": "boolean"}
+    counts = {name: count() for name in outcomes}
+    return counts | {"errors": errors, "duration_ms": count(), "complete": complete}
 
 
 def service_schemas() -> dict[str, Schema]:
@@ -378,7 +381,11 @@ def link_paths() -> Schema:
         "503": db_down,
     }
     refreshed = {
-        "200": answer("what reading the project's keys from Jira did", ref("ProjectReport")),
+        "200": answer(
+            "what reading the project's keys from Jira did; with complete false, what it did"
+            " within REFRESH_TIMEOUT while the rest goes on",
+            ref("ProjectReport"),
+        ),
         "400": fail("invalid project id", "invalid_project_id"),
         "404": missing(),
         "502": jira_failed(),
@@ -404,7 +411,11 @@ def link_paths() -> Schema:
 def hook_paths() -> Schema:
     # A poll cycle waits out Jira being down or refusing us: only its nonsense is a 502.
     polled = {
-        "200": answer("what the poll cycle did", ref("Report")),
+        "200": answer(
+            "what the poll cycle did; with complete false, what it did within REFRESH_TIMEOUT"
+            " while the cycle goes on",
+            ref("Report"),
+        ),
         "502": jira_failed(),
         "503": unavailable("database_unavailable", "jira_not_configured"),
     }

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.config import Settings
 from service.http.errors import ApiError, IssueNotFound, JiraNotConfigured
 from service.http.issues import render_issue_now
 from service.model import check_project_id, normalize_key
 from service.storage import issues as store
-from service.storage import links, tracking
+from service.storage import links
 from service.sync.poller import Poller
-from service.sync.refresh import Refresher
+from service.sync.reads import Reader
+from service.sync.refresh import Refresher, Report
 
 
 def refresher_of(request: Request) -> Refresher:
@@ -31,24 +35,30 @@ async def refresh_issue(request: Request) -> Response:
         raise IssueNotFound(key)
     if cached is None:
         raise ApiError(502, "jira_error", report.results[key].error or "no answer for the key")
-    await tracking.track(pool, [cached.issue.key])
     return JSONResponse(render_issue_now(request, cached))
 
 
 async def refresh_project(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
-    refresher = refresher_of(request)
+    refresher_of(request)
     keys = await links.linked_keys(request.state.pool, project_id)
-    report = await refresher.refresh(keys, "refresh")
-    return JSONResponse({"project_id": project_id, **report.as_json()})
+    reader: Reader = request.state.reader
+    report = Report()
+    complete = await reader.refresh(keys, report)
+    return JSONResponse({"project_id": project_id, **report.as_json(), "complete": complete})
 
 
 async def cron_refresh(request: Request) -> Response:
     """Run a poll cycle now over everything due (for an external cron)."""
     refresher_of(request)
+    settings: Settings = request.state.settings
     poller: Poller = request.state.poller
-    report = await poller.poll()
-    return JSONResponse(report.as_json())
+    try:
+        # The cycle goes on past the bound (the poller drains it on shutdown).
+        report = await asyncio.wait_for(poller.poll(), settings.refresh_timeout)
+    except TimeoutError:
+        return JSONResponse({**poller.report.as_json(), "complete": False})
+    return JSONResponse({**report.as_json(), "complete": True})
 
 
 # Guarded in app.py: the cron route also takes CRON_SECRET.

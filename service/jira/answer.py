@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,20 @@ class Tally:
     not_found: list[str] = field(default_factory=list)
     invalid: list[tuple[str, str]] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, raws: Iterable[Any]) -> Tally:
+        tally = cls()
+        for raw in raws:
+            tally.add(raw)
+        return tally
+
+    def merge(self, other: Tally) -> None:
+        self.seen |= other.seen
+        self.issues |= other.issues
+        self.moved |= other.moved
+        self.not_found += other.not_found
+        self.invalid += other.invalid
+
     def add(self, raw: Any, label: str | None = None) -> Issue | None:
         self.seen.update(identifiers(raw))
         try:
@@ -50,13 +64,25 @@ class Tally:
         return Reading(issues, self.moved, self.not_found, self.invalid)
 
 
+def merge(readings: Iterable[Reading]) -> Reading:
+    """One reading of the parts a bulk read arrived in."""
+    whole = Tally()
+    for part in readings:
+        whole.issues.update((issue.id, issue) for issue in part.issues)
+        whole.moved.update(part.moved)
+        whole.not_found.extend(part.not_found)
+        whole.invalid.extend(part.invalid)
+    return whole.reading()
+
+
 def check_key(key: str) -> str:
     """A key upper-cased, or an id without leading zeros; both are then safe in URLs and JQL."""
     text = key.strip()
     return str(int(text)) if text.isascii() and text.isdigit() else normalize_key(text)
 
 
-def sort_keys(keys: Sequence[str]) -> tuple[list[str], Tally]:
+def check_keys(keys: Sequence[str]) -> tuple[list[str], Tally]:
+    """The usable keys, checked and de-duplicated, and a tally listing the others as invalid."""
     wanted: dict[str, None] = {}
     tally = Tally()
     for key in keys:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -16,7 +18,7 @@ import aiohttp
 from yarl import URL
 
 from service.config import JiraSettings
-from service.jira.answer import Reading, check_key, sort_keys
+from service.jira.answer import Reading, Tally, check_key, check_keys, merge
 from service.jira.pacing import CircuitBreaker, RateLimiter, ThrottledError, parse_retry_after
 from service.model import Issue, normalize_issue
 
@@ -162,20 +164,51 @@ class JiraClient:
         return None if raw is None else normalize_issue(raw)
 
     async def read_issues(self, keys: Sequence[str]) -> Reading:
-        wanted, tally = sort_keys(keys)
+        async with contextlib.aclosing(self.read_in_parts(keys)) as parts:
+            return merge([part async for part in parts])
+
+    async def read_in_parts(self, keys: Sequence[str]) -> AsyncGenerator[Reading]:
+        """Read the keys in bulk, a reading per chunk as it arrives, then one for the rest.
+
+        The last reading settles the keys no chunk answered: not found, moved or unusable.
+        A caller can store each part at once, so a read cut short keeps what it read.
+        """
+        wanted, rest = check_keys(keys)
         # One key is one GET, which also answers a moved key: no bulk call needed.
         bulk = wanted if len(wanted) > 1 else []
-        chunks = [bulk[i : i + self._batch] for i in range(0, len(bulk), self._batch)]
-        fetch = self._search if self._flavor == "dc" else self._bulkfetch
-        for page in await _run_all(fetch(chunk) for chunk in chunks):
-            for raw in page:
-                tally.add(raw)
-        # A key missing from a bulk answer is deleted, hidden from us, moved (bulkfetch may
-        # also answer an old key under the new one), or was dropped by a transient issueError.
-        missing = [key for key in wanted if key not in tally.seen]
-        for key, raw in zip(missing, await _run_all(map(self._get_issue, missing)), strict=True):
+        fetch = self._search if self._flavor == "dc" else self._bulkfetch_part
+        seen: set[str] = set()
+        async with contextlib.aclosing(_as_completed(map(fetch, self._chunks(bulk)))) as parts:
+            async for part in parts:
+                seen |= part.seen | set(part.not_found)
+                yield part.reading()
+        await self._settle([key for key in wanted if key not in seen], rest)
+        yield rest.reading()
+
+    def _chunks(self, keys: list[str]) -> list[list[str]]:
+        return [keys[i : i + self._batch] for i in range(0, len(keys), self._batch)]
+
+    async def _settle(self, keys: list[str], tally: Tally) -> None:
+        """Settle keys a bulk answer left out: deleted, hidden, moved, or dropped transiently.
+
+        A search by key answers them in bounded batches, and its 400 names the unknown ones;
+        a moved key answers under its new key, which pairs it up when it is the only one left.
+        """
+        if len(keys) == 1:
+            tally.confirm(keys[0], await self._get_issue(keys[0]))
+            return
+        for found in await _run_all(map(self._search, self._chunks(keys))):
+            tally.merge(found)
+        asked = set(keys)
+        strangers = [i for i in tally.issues.values() if not {i.key, str(i.id)} & asked]
+        unsettled = [key for key in keys if key not in tally.seen and key not in tally.not_found]
+        if len(unsettled) == 1 and len(strangers) == 1:
+            tally.moved[unsettled[0]] = strangers[0].id
+            return
+        for key, raw in zip(
+            unsettled, await _run_all(map(self._get_issue, unsettled)), strict=True
+        ):
             tally.confirm(key, raw)
-        return tally.reading()
 
     async def _get_issue(self, key: str) -> Any:
         path = f"{self._api}/issue/{key}"
@@ -184,27 +217,59 @@ class JiraClient:
         status, body = await self._send(call)
         return None if status == 404 else body
 
-    async def _bulkfetch(self, keys: list[str]) -> list[Any]:
+    async def _bulkfetch_part(self, keys: list[str]) -> Tally:
         body = {"issueIdsOrKeys": keys, "fields": list(FIELDS)}
         call = _Call("POST", f"{self._api}/issue/bulkfetch", body=body)
         _, answer = await self._send(call)
-        return _issues(call, answer)
+        return Tally.of(_issues(call, answer))
 
-    async def _search(self, keys: list[str]) -> list[Any]:
+    async def _search(self, keys: list[str]) -> Tally:
         """Search `key in (...)`, dropping the keys Jira names as unknown, page by page."""
+        unknown: list[str] = []
         found: list[Any] = []
+        page: str | int | None = None
         while keys:
-            query = _query(keys, start=len(found))
-            call = _Call("POST", f"{self._api}/search", accept=(200, 400), body=query)
+            call = _Call("POST", self._search_path, accept=(200, 400), body=self._query(keys, page))
             status, answer = await self._send(call)
             if status == 400:
-                keys, found = _drop_unknown(call, answer, keys), []
+                named = _unknown_keys(call, answer, keys)
+                unknown += named
+                keys = [key for key in keys if key not in named]
+                found, page = [], None
                 continue
-            page = _issues(call, answer)
-            found += page
-            if not page or len(found) >= _total(answer):
+            issues = _issues(call, answer)
+            found += issues
+            if not issues or (page := self._next_page(answer, len(found))) is None:
                 break
-        return found
+        tally = Tally.of(found)
+        tally.not_found.extend(unknown)
+        return tally
+
+    @property
+    def _search_path(self) -> str:
+        # Cloud removed the old search (410 Gone); Data Center has only the old one.
+        return f"{self._api}/search" if self._flavor == "dc" else f"{self._api}/search/jql"
+
+    def _query(self, keys: list[str], page: str | int | None) -> dict[str, Any]:
+        # Keys are quoted; numeric ids are not, since JQL reads a quoted number as a key.
+        terms = ", ".join(key if key.isdigit() else f'"{key}"' for key in keys)
+        query: dict[str, Any] = {
+            "jql": f"key in ({terms})",
+            "maxResults": len(keys),
+            "fields": list(FIELDS),
+        }
+        if self._flavor == "dc":
+            query["startAt"] = page or 0
+        elif page is not None:
+            query["nextPageToken"] = page
+        return query
+
+    def _next_page(self, answer: Any, found: int) -> str | int | None:
+        """Where the next page starts: Data Center's offset, Cloud's token; None when done."""
+        if self._flavor == "dc":
+            return found if found < _total(answer) else None
+        token = answer.get("nextPageToken") if isinstance(answer, dict) else None
+        return token if isinstance(token, str) and token else None
 
     async def _send(self, call: _Call) -> tuple[int, Any]:
         """One logical request: the breaker, then attempts with retries; never raises _Retry."""
@@ -261,7 +326,11 @@ class JiraClient:
                 raise _Retry(None, None, "timed out") from exc
             except aiohttp.ClientError as exc:
                 self.stats.requests[call.route, "connection_error"] += 1
-                raise _Retry(None, None, f"could not be reached: {_reason(exc)}") from exc
+                problem = f"could not be reached: {_reason(exc)}"
+                if _refused(exc):
+                    # Nothing listens there: retries would only hold a reader for nothing.
+                    raise JiraUnavailableError(call.endpoint, None, problem) from exc
+                raise _Retry(None, None, problem) from exc
 
     async def _answer(self, call: _Call, response: aiohttp.ClientResponse) -> tuple[int, Any]:
         status = response.status
@@ -367,24 +436,20 @@ def _total(body: Any) -> int:
     return total if isinstance(total, int) else 0
 
 
-def _query(keys: list[str], start: int) -> dict[str, Any]:
-    # Keys are quoted; numeric ids are not, since JQL reads a quoted number as a key.
-    terms = ", ".join(key if key.isdigit() else f'"{key}"' for key in keys)
-    return {
-        "jql": f"key in ({terms})",
-        "startAt": start,
-        "maxResults": len(keys),
-        "fields": list(FIELDS),
-    }
-
-
-def _drop_unknown(call: _Call, body: Any, keys: list[str]) -> list[str]:
+def _unknown_keys(call: _Call, body: Any, keys: list[str]) -> list[str]:
     found = (_UNKNOWN_KEY.search(text) for text in _texts(body))
     named = {(match[1] or match[2]).upper() for match in found if match}
     if not named & set(keys):
         raise JiraError(call.endpoint, 400, _message(body))
     logger.info("Jira does not know %s; searching again without", sorted(named & set(keys)))
-    return [key for key in keys if key not in named]
+    return [key for key in keys if key in named]
+
+
+def _refused(exc: aiohttp.ClientError) -> bool:
+    cause = getattr(exc, "os_error", None)
+    return isinstance(cause, ConnectionRefusedError) or (
+        isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
+    )
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
@@ -395,6 +460,18 @@ def _reason(exc: aiohttp.ClientError) -> str:
         # The resolver's own text ("Name or service not known") does not say which name.
         return f"{type(exc).__name__}: cannot resolve {exc.host}:{exc.port} ({str(cause)[:200]})"
     return f"{type(exc).__name__}: {str(cause)[:200]}"
+
+
+async def _as_completed(coros: Iterable[Coroutine[Any, Any, T]]) -> AsyncGenerator[T]:
+    """Run together, yielding results as they come; on a failure or a close cancel the rest."""
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _run_all(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T]:

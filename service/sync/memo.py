@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from service.jira.pacing import Clock
 from service.model import CachedIssue
 from service.storage import issues as store
 
@@ -28,8 +29,9 @@ class Memo:
     read began (`mark()` taken before the read).
     """
 
-    def __init__(self, size: int, ttl: float) -> None:
+    def __init__(self, size: int, ttl: float, clock: Clock = time.monotonic) -> None:
         self.size, self.ttl = size, ttl
+        self._clock = clock
         self.live = False
         self._entries: OrderedDict[str, tuple[CachedIssue, float]] = OrderedDict()
         self._keys_of: dict[int, set[str]] = {}
@@ -47,7 +49,7 @@ class Memo:
     def get(self, keys: Iterable[str]) -> dict[str, CachedIssue]:
         if not self.live:
             return {}
-        now, found = time.monotonic(), {}
+        now, found = self._clock(), {}
         for key in keys:
             entry = self._entries.get(key)
             if entry is not None and entry[1] > now:
@@ -58,7 +60,7 @@ class Memo:
     def put(self, rows: dict[str, CachedIssue], mark: int) -> None:
         if not self.live or mark < self._flushed_at:
             return
-        expires = time.monotonic() + self.ttl
+        expires = self._clock() + self.ttl
         for key, cached in rows.items():
             if self._dropped_at.get(cached.issue.id, -1) >= mark:
                 continue  # changed while we read it: what we read may be old

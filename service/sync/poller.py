@@ -37,6 +37,7 @@ class Poller:
         self.owner = owner_id()
         self.stopping = False
         self._running: asyncio.Task[Report] | None = None
+        self.report = Report()  # the current or last cycle's, filled in batch by batch
 
     async def poll(self) -> Report:
         """Run a cycle now, or join the one already running."""
@@ -72,7 +73,7 @@ class Poller:
         return report
 
     async def _claim_and_read(self) -> Report:
-        total = Report()
+        total = self.report = Report()
         deadline = time.monotonic() + self.settings.poll_budget
         while not self.stopping and time.monotonic() < deadline:
             keys = await tracking.claim_due(

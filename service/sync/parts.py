@@ -1,0 +1,62 @@
+"""The one factory of the Jira session, client, refresher, poller and reader, for every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from service.config import Settings
+from service.jira.client import JiraClient, open_session
+from service.metrics import Metrics
+from service.sync.memo import Memo
+from service.sync.poller import Poller
+from service.sync.reads import Reader
+from service.sync.refresh import Refresher
+from service.sync.schedule import start_scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What reads from Jira; all None but the reader when Jira is not configured."""
+
+    reader: Reader
+    client: JiraClient | None = None
+    refresher: Refresher | None = None
+    poller: Poller | None = None
+
+
+@contextlib.asynccontextmanager
+async def jira_parts(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    metrics: Metrics | None = None,
+    memo: Memo | None = None,
+    scheduled: bool = False,
+) -> AsyncIterator[Parts]:
+    """Build the parts, and on exit drain background reads, stop the poller, close the session.
+
+    `scheduled` also runs the poll scheduler (for `serve`, when JIRA_POLL_INTERVAL is set).
+    """
+    if settings.jira is None:
+        yield Parts(Reader(pool, memo, None, settings))
+        return
+    async with open_session(settings.jira) as session:
+        client = JiraClient(session, settings.jira)
+        if metrics is not None:
+            metrics.watch_jira(client)
+        refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
+        poller = Poller(pool, refresher, settings)
+        reader = Reader(pool, memo, refresher, settings)
+        scheduled = scheduled and bool(settings.poll_interval)
+        scheduler = start_scheduler(poller, pool, settings) if scheduled else None
+        try:
+            yield Parts(reader, client, refresher, poller)
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            # Both bounded: background reads and the poller's batch end together.
+            await asyncio.gather(reader.close(), poller.stop())
