@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.config import Settings
+from service.config import JiraSettings, Settings
 from service.storage import issues as store
 from tests.conftest import app_client
 from tests.factory import make_issue
@@ -166,8 +166,8 @@ async def test_jira_refusing_connections(db: asyncpg.Pool, settings: Settings) -
     """Jira refusing: a miss is 503 jira_unavailable at once; a cached read with max_age is 200."""
     await store.upsert_issues(db, [make_issue()], "poll")
     closed = f"http://127.0.0.1:{free_port()}"
-    jira = {"jira_email": "bot@example.com", "jira_api_token": "t", "poll_interval": 0.0}
-    async with app_client(settings, jira_base_url=closed, **jira) as http:
+    jira = JiraSettings(base_url=closed, email="bot@example.com", api_token="t")
+    async with app_client(settings, jira=jira, poll_interval=0.0) as http:
         miss = await http.get("/api/v1/issues/PRJ-8")
         hit = await http.get("/api/v1/issues/PRJ-7", params={"max_age": "0"})
     assert miss.status_code == 503 and error_code(miss) == "jira_unavailable"

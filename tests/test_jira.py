@@ -17,7 +17,7 @@ from aiohttp import ClientResponse
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from service.config import ConfigError, JiraSettings
+from service.config import ConfigError, JiraSettings, Settings
 from service.jira.client import (
     FIELDS,
     CircuitOpenError,
@@ -371,7 +371,7 @@ async def test_cloud_search_pages_with_its_token(mocked, make_client):
 
 async def test_refused_connection_is_not_retried(make_client, fake):
     """Nothing listening at Jira's address fails at once, unavailable, with no retry or pause."""
-    client = make_client(jira_base_url="http://127.0.0.1:9", jira_max_retries=4)
+    client = make_client(base_url="http://127.0.0.1:9", max_retries=4)
     with pytest.raises(JiraUnavailableError, match="could not be reached"):
         await client.check_credentials()
     assert client.stats.requests["GET /rest/api/3/myself", "connection_error"] == 1
@@ -419,7 +419,7 @@ async def test_unusable_issue_json_marks_the_cached_issue_error(mocked, db):
     """An issue Jira answers with unusable JSON keeps its cached data, marked state error."""
     await store.upsert_issues(db, [make_issue(id=10002, key="PRJ-2")], "poll")
     mocked.post(BULK, payload={"issues": [raw_issue("PRJ-1"), raw_issue("PRJ-2", updated=None)]})
-    async with jira_parts(CLOUD, db) as parts:
+    async with jira_parts(Settings(jira=CLOUD), db) as parts:
         assert parts.refresher is not None
         report = await parts.refresher.refresh(["PRJ-1", "PRJ-2"], "refresh")
     assert report.results["PRJ-2"] == KeyResult("failed", "issue has no fields.updated")

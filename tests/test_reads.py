@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from jira_simulator import Simulator
-from service.config import Settings
+from service.config import JiraSettings, Settings
 from service.jira.client import JiraUnavailableError
 from service.model import CachedIssue
 from service.storage import issues as store
@@ -51,7 +51,9 @@ async def parts_for(db: asyncpg.Pool, settings: Settings):
 def settings_for(settings: Settings, sim: Simulator | None, **changes: object) -> Settings:
     if sim is not None:
         return jira_settings(settings, sim, **changes)
-    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    jira = {k.removeprefix("jira_"): v for k, v in changes.items() if k.startswith("jira_")}
+    own = {k: v for k, v in changes.items() if not k.startswith("jira_")}
+    return dataclasses.replace(settings, jira=JiraSettings(**jira), **own)  # type: ignore[arg-type]
 
 
 class HeldReader(Reader):
