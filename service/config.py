@@ -63,6 +63,7 @@ class Settings:
     cron_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    webhook_manage: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +112,7 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
+            webhook_manage=read.flag("JIRA_WEBHOOK_MANAGE"),
         )
 
     @property
