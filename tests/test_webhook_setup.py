@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -19,7 +20,10 @@ from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.jira.webhooks import EVENTS, read_webhook
 from service.storage import links, registration
+from service.sync.poller import Poller
+from service.sync.refresh import Refresher
 from service.sync.registrar import manage_filter
+from service.sync.schedule import start_scheduler
 from tests.live import EMAIL, SECRET, TOKEN, jira_settings, serve, sim_options
 from tests.test_tools import run, wired
 
@@ -97,6 +101,19 @@ async def test_install_again_updates_the_same_webhook(setup, db, jira) -> None:
     assert hook.jql == 'project in ("ALPHA", "GAMMA")'
 
 
+async def test_a_project_jira_lacks_is_left_out_of_the_filter(setup, db, jira, client) -> None:
+    """A linked key of a project Jira does not have is left out, named, and not retried."""
+    await link(db, "ALPHA-1", "NOPE-1")
+    code, out = await install(setup)
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    jira.reset_counters()
+    again = await manage_filter(db, client, setup, later)
+    (hook,) = hooks(jira)
+    assert code == 0 and "unknown to Jira: NOPE" in out
+    assert hook.jql == 'project in ("ALPHA")'
+    assert again == "unchanged" and jira.counters.get("webhooks", 0) == 0
+
+
 async def test_install_every_project_or_nothing_to_filter(setup, db, jira) -> None:
     """--all-projects sets no filter; with nothing tracked and no flag, nothing is created."""
     code, out = await install(setup)
@@ -172,10 +189,9 @@ async def test_delivers_only_where_the_filter_matches(setup, db, jira) -> None:
     assert await db.fetchval("SELECT count(*) FROM issues WHERE key = $1", outside) == 0
 
 
+@pytest.mark.parametrize("jira", ["dc"], indirect=True)
 async def test_data_center_that_cannot_sign_proves_itself_by_url(setup, db, jira) -> None:
     """A Data Center that keeps the secret but never signs is let in by ?secret= in its URL."""
-    if jira.options.flavor != "dc":
-        pytest.skip("a Data Center matter")
     jira.registry.signs = False
     async with serve(setup) as base:
         key = jira.seed(1, ["ALPHA"])[0]
@@ -228,6 +244,19 @@ async def test_manage_leaves_every_project_alone(setup, db, jira, client) -> Non
     assert hooks(jira)[0].jql == ""
 
 
+@pytest.mark.parametrize("jira", ["cloud"], indirect=True)
+async def test_manage_is_scheduled_only_when_asked(setup, db, client) -> None:
+    """JIRA_WEBHOOK_MANAGE=true adds the filter job to the scheduler; unset, there is none."""
+    poller = Poller(db, Refresher(db, client, setup.cache_ttl), setup)
+    jobs = {}
+    for manage in ("true", "false"):
+        read = Settings.from_env({"JIRA_WEBHOOK_MANAGE": manage}).webhook_manage
+        scheduler = start_scheduler(poller, db, replace(setup, webhook_manage=read))
+        jobs[manage] = scheduler.get_job("webhook_filter") is not None
+        scheduler.shutdown(wait=False)
+    assert jobs == {"true": True, "false": False}
+
+
 async def test_check_has_a_webhook_line(setup, db, jira, database_url) -> None:
     """check says none registered, then ours with its filter, then what a non-admin can see."""
     env = {
@@ -250,10 +279,9 @@ async def test_check_has_a_webhook_line(setup, db, jira, database_url) -> None:
     assert hidden.ok and "admin rights" in hidden.detail
 
 
+@pytest.mark.parametrize("jira", ["cloud"], indirect=True)
 async def test_webhook_commands_run_as_a_process(setup, db, database_url, jira) -> None:
     """`webhook install` and `webhook status` work as real commands."""
-    if jira.options.flavor != "cloud":
-        pytest.skip("the command line is the same for both flavours")
     await link(db, "ALPHA-1")
     installed = await run("webhook", "install", "--url", URL, **wired(database_url, jira))
     shown = await run("webhook", "status", **wired(database_url, jira))
