@@ -91,14 +91,15 @@ async def test_install_registers_our_events_filter_and_secret(setup, db, jira) -
 
 
 async def test_install_again_updates_the_same_webhook(setup, db, jira) -> None:
-    """A second install, after a new project is linked, updates ours: still one webhook."""
+    """A second install, after a new project is linked, updates ours, enabled: still one."""
     await link(db, "ALPHA-1")
     await install(setup)
     await link(db, "GAMMA-3")
+    hooks(jira)[0].enabled = False
     code, out = await install(setup)
     (hook,) = hooks(jira)
     assert code == 0 and "updated webhook" in out
-    assert hook.jql == 'project in ("ALPHA", "GAMMA")'
+    assert hook.jql == 'project in ("ALPHA", "GAMMA")' and hook.enabled
 
 
 async def test_a_project_jira_lacks_is_left_out_of_the_filter(setup, db, jira, client) -> None:
@@ -127,13 +128,13 @@ async def test_uninstall_removes_it(setup, db, jira) -> None:
     """uninstall deletes ours from Jira and forgets it; a second one finds nothing to do."""
     await link(db, "ALPHA-1")
     await install(setup)
-    out = io.StringIO()
+    out, again, unknown = io.StringIO(), io.StringIO(), io.StringIO()
     assert await cli.uninstall(setup, None, False, out) == 0
-    again = io.StringIO()
-    assert await cli.uninstall(setup, None, False, again) == 0
+    assert await cli.uninstall(setup, URL, False, again) == 0
+    assert await cli.uninstall(setup, None, False, unknown) == 1
     assert hooks(jira) == [] and await registration.load(db) is None
     assert "removed webhook" in out.getvalue() and SECRET not in out.getvalue()
-    assert "no webhook of ours" in again.getvalue()
+    assert "no webhook of ours" in again.getvalue() and "give --url" in unknown.getvalue()
 
 
 async def test_status_shows_registration_and_last_delivery(setup, db, jira) -> None:
@@ -244,6 +245,17 @@ async def test_manage_leaves_every_project_alone(setup, db, jira, client) -> Non
     assert hooks(jira)[0].jql == ""
 
 
+async def test_manage_keeps_a_webhook_disabled_in_jira_disabled(setup, db, jira, client) -> None:
+    """An administrator's choice to disable ours stands when the job updates its filter."""
+    await link(db, "ALPHA-1")
+    await install(setup)
+    hooks(jira)[0].enabled = False
+    await link(db, "BETA-2")
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    assert await manage_filter(db, client, setup, later) == "updated"
+    assert not hooks(jira)[0].enabled and "BETA" in hooks(jira)[0].jql
+
+
 @pytest.mark.parametrize("jira", ["cloud"], indirect=True)
 async def test_manage_is_scheduled_only_when_asked(setup, db, client) -> None:
     """JIRA_WEBHOOK_MANAGE=true adds the filter job to the scheduler; unset, there is none."""
@@ -258,7 +270,7 @@ async def test_manage_is_scheduled_only_when_asked(setup, db, client) -> None:
 
 
 async def test_check_has_a_webhook_line(setup, db, jira, database_url) -> None:
-    """check says none registered, then ours with its filter, then what a non-admin can see."""
+    """check: none registered, ours with its filter, a FAIL when it lacks events, no admin."""
     env = {
         "DATABASE_URL": database_url,
         "JIRA_BASE_URL": jira.base_url,
@@ -272,10 +284,13 @@ async def test_check_has_a_webhook_line(setup, db, jira, database_url) -> None:
     await link(db, "ALPHA-1")
     await install(setup)
     after = (await run_checks(env))[-1]
+    hooks(jira)[0].events = frozenset(EVENTS[:2])
+    lacking = (await run_checks(env))[-1]
     jira.registry.admin = False
     hidden = (await run_checks(env))[-1]
     assert before.name == "webhook" and before.ok and "none registered" in before.detail
     assert after.ok and 'filter project in ("ALPHA")' in after.detail
+    assert not lacking.ok and "lacks jira:issue_deleted" in lacking.detail
     assert hidden.ok and "admin rights" in hidden.detail
 
 
@@ -324,3 +339,16 @@ def test_legacy_field_names_are_read() -> None:
         False,
         True,
     )
+
+
+async def test_manage_forgets_a_webhook_deleted_in_jira(setup, db, jira, client) -> None:
+    """When ours was deleted in Jira, the job says so once and stops, rather than re-creating."""
+    await link(db, "ALPHA-1")
+    await install(setup)
+    jira.registry.webhooks.clear()
+    await link(db, "BETA-2")
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    gone = await manage_filter(db, client, setup, later)
+    after = await manage_filter(db, client, setup, later + timedelta(minutes=2))
+    assert (gone, after) == ("gone", "waiting")
+    assert hooks(jira) == [] and await registration.load(db) is None

@@ -125,7 +125,11 @@ def describe(hook: webhooks.Webhook, settings: Settings, show_secret: bool) -> s
 
 def strays(listed: Sequence[webhooks.Webhook], url: str, ours: webhooks.Webhook) -> list[str]:
     """Other webhooks that post to us, or carry our name: Jira would deliver twice."""
-    others = [hook for hook in listed if hook.id != ours.id and looks_ours(hook, url)]
+    others = [
+        hook
+        for hook in listed
+        if hook.id != ours.id and (looks_ours(hook, url) or hook.name == webhooks.NAME)
+    ]
     return [
         f"note: webhook {hook.id} ({hook.name or 'unnamed'}) also posts to "
         f"{webhooks.endpoint(hook.url)}; `webhook uninstall --url ...` or Jira's admin page "
@@ -206,11 +210,15 @@ async def status(settings: Settings, url: str | None, show_secret: bool, out: Te
         print(f"  {'covers':<9}{coverage(hook, projects)}", file=out)
     print(f"managed: {managed(settings, saved)}", file=out)
     print(f"last delivery: {since(last)}", file=out)
-    return 0 if all(healthy(hook) for hook in ours) else 1
+    return 1 if any(problems(hook) for hook in ours) else 0
 
 
-def healthy(hook: webhooks.Webhook) -> bool:
-    return hook.enabled and hook.sends_body and set(webhooks.EVENTS) <= set(hook.events)
+def problems(hook: webhooks.Webhook) -> list[str]:
+    """Why Jira would not bring us what we need through this webhook."""
+    found = [] if hook.enabled else ["is disabled"]
+    if missing := [event for event in webhooks.EVENTS if event not in hook.events]:
+        found.append(f"lacks {', '.join(missing)}")
+    return found if hook.sends_body else [*found, "excludes the body"]
 
 
 def coverage(hook: webhooks.Webhook, projects: list[str]) -> str:
@@ -245,6 +253,10 @@ async def uninstall(settings: Settings, url: str | None, show_secret: bool, out:
         client = jira.JiraClient(session, settings)
         saved = await registration.load(pool)
         wanted = url or (saved.url if saved else None)
+        if wanted is None:
+            # Another cache may share this Jira: never guess which webhook to delete.
+            print("no install is recorded in this database: give --url", file=out)
+            return 1
         try:
             ours = [
                 hook for hook in await webhooks.list_webhooks(client) if looks_ours(hook, wanted)
@@ -286,8 +298,8 @@ async def check_webhook(settings: Settings, jira_ok: bool | None) -> Finding:
         hint = "polling alone keeps the cache fresh; `webhook install --url ...` registers one"
         return Finding("webhook", True, f"none registered ({hint}); last {last}")
     hook = ours[0]
-    if not healthy(hook):
-        return Finding("webhook", False, f"webhook {hook.id} is disabled, lacks events or body")
+    if trouble := problems(hook):
+        return Finding("webhook", False, f"webhook {hook.id} {'; '.join(trouble)}")
     detail = f"webhook {hook.id} enabled, filter {hook.jql or 'every project'}; last {last}"
     return Finding("webhook", True, detail)
 

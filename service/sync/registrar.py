@@ -44,6 +44,7 @@ async def put_webhook(
     url: str,
     projects: list[str] | None,
     existing: webhooks.Webhook | None,
+    enabled: bool = True,
 ) -> Placed:
     """Create our webhook, or update `existing`; `projects` None covers every project.
 
@@ -55,7 +56,6 @@ async def put_webhook(
         if projects is not None and not projects:
             raise NoProjectError(dropped)
         jql = "" if projects is None else webhooks.project_filter(projects)
-        enabled = existing.enabled if existing else True
         spec = webhooks.spec_for(settings.jira_flavor, url, jql, _secret(settings), enabled)
         try:
             return await _create_or_update(client, spec, existing, dropped)
@@ -108,7 +108,8 @@ async def manage_filter(
             log.warning("our Jira webhook %s is gone; run `webhook install` again", found.url)
             await registration.forget(connection)
             return "gone"
-        placed = await put_webhook(client, settings, found.url, projects, current)
+        # An administrator may have disabled it in Jira: that stays so.
+        placed = await put_webhook(client, settings, found.url, projects, current, current.enabled)
         # The projects it was set for, not what Jira kept of them: a project Jira refused
         # does not make every later check call Jira again.
         await registration.mark_checked(connection, now, webhooks.project_filter(projects))
