@@ -176,6 +176,14 @@ async def test_without_admin_rights_prints_the_steps_by_hand(setup, db, jira) ->
     assert SECRET not in out and SECRET in shown
 
 
+async def test_status_without_admin_rights_still_shows_the_last_delivery(setup, db, jira) -> None:
+    """Without admin rights status says why it cannot list, and when a delivery last came."""
+    jira.registry.admin = False
+    code, out = await status(setup)
+    assert code == 1 and "only a Jira administrator may manage webhooks" in out
+    assert "last delivery: none kept" in out
+
+
 async def test_delivers_only_where_the_filter_matches(setup, db, jira) -> None:
     """A change in a project outside our filter is not delivered; one inside is, and applied."""
     async with serve(setup) as base:
