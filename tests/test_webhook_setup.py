@@ -19,7 +19,7 @@ from service.cli.commands import run_checks
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.jira.webhooks import EVENTS, read_webhook
-from service.storage import links, registration
+from service.storage import links, registration, tracking
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.registrar import manage_filter
@@ -81,6 +81,7 @@ def expected_url(sim: Simulator, url: str = URL) -> str:
 async def test_install_registers_our_events_filter_and_secret(setup, db, jira) -> None:
     """install creates one webhook: our events, the tracked projects, the secret never printed."""
     await link(db, "ALPHA-1", "BETA-2")
+    await tracking.track(db, ["10001"])  # an issue read by id names no project
     code, out = await install(setup)
     (hook,) = hooks(jira)
     assert code == 0 and "created webhook" in out
