@@ -361,3 +361,19 @@ async def test_manage_forgets_a_webhook_deleted_in_jira(setup, db, jira, client)
     after = await manage_filter(db, client, setup, later + timedelta(minutes=2))
     assert (gone, after) == ("gone", "waiting")
     assert hooks(jira) == [] and await registration.load(db) is None
+
+
+@pytest.mark.parametrize("jira", ["cloud"], indirect=True)
+async def test_install_takes_over_the_configured_webhook(setup, db, jira) -> None:
+    """The simulator's --webhook-url shows as webhook 1; install updates it, and Jira posts once."""
+    async with serve(setup) as base:
+        url = f"{base}/api/v1/webhooks/jira"
+        jira.options.webhook_url = url
+        key = jira.seed(1, ["ALPHA"])[0]
+        await link(db, key)
+        code, out = await install(setup, url)
+        jira.transition(key)
+        await jira.drain_webhooks()
+    assert code == 0 and "updated webhook 1" in out
+    assert [hook.id for hook in hooks(jira)] == [1] and jira.options.webhook_url is None
+    assert [attempt.status for attempt in jira.attempts] == [200]
