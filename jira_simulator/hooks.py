@@ -9,14 +9,15 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from .options import SimOptions
+from .state import SimIssue
 
 # Jira Cloud retries on these and on 5xx, timeouts and connection failures; never on other 4xx.
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
@@ -34,11 +35,24 @@ class Switches:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Where one webhook posts: its URL (with any ?secret=), and the secret it signs with."""
+
+    url: URL
+    secret: str | None = field(default=None, repr=False)
+
+
+# Which webhooks an event of an issue reaches: the registry's answer.
+Targets = Callable[[str, SimIssue | None], list[Target]]
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     identifier: str
     event: str
     key: str | None
     body: bytes
+    target: Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +71,9 @@ class Attempt:
 class Deliverer:
     """Owns the outgoing ClientSession and the background tasks that deliver and retry."""
 
-    def __init__(self, options: SimOptions) -> None:
+    def __init__(self, options: SimOptions, targets: Targets) -> None:
         self.options = options
+        self.targets = targets
         self.switches = Switches()
         self.events: list[dict[str, Any]] = []
         self.attempts: list[Attempt] = []
@@ -68,22 +83,19 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         self._random = random.Random(options.seed)  # noqa: S311 -- chaos, not secrets
 
-    def send(self, payload: dict[str, Any]) -> Delivery | None:
-        """Record the event and deliver it in the background if anyone listens for it."""
+    def send(self, payload: dict[str, Any], issue: SimIssue | None = None) -> list[Delivery]:
+        """Record the event and deliver it in the background to each webhook it matches."""
         self.events.append(payload)
-        if (
-            not self.options.webhook_url
-            or payload["webhookEvent"] not in self.options.webhook_events
-        ):
-            return None
-        delivery = _delivery(payload)
-        if self._should_drop():
-            self.dropped.append(delivery)
-        elif self.switches.reorder:
-            self._held.append(delivery)
-        else:
-            self._launch(self._deliver(delivery))
-        return delivery
+        targets = self.targets(payload["webhookEvent"], issue)
+        deliveries = [_delivery(payload, target) for target in targets]
+        for delivery in deliveries:
+            if self._should_drop():
+                self.dropped.append(delivery)
+            elif self.switches.reorder:
+                self._held.append(delivery)
+            else:
+                self._launch(self._deliver(delivery))
+        return deliveries
 
     def release(self) -> None:
         """Deliver held webhooks newest first, one after another."""
@@ -161,7 +173,7 @@ class Deliverer:
         session = self._client()
         headers = self._headers(delivery, retry)
         async with session.post(
-            self._url(), data=delivery.body, headers=headers, timeout=timeout
+            delivery.target.url, data=delivery.body, headers=headers, timeout=timeout
         ) as reply:
             await reply.read()
             return reply.status
@@ -170,13 +182,6 @@ class Deliverer:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
-
-    def _url(self) -> URL:
-        url = URL(self.options.webhook_url or "")
-        secret = self.options.webhook_secret
-        if self.options.webhook_secret_in_query and secret:
-            return url.update_query(secret=secret)
-        return url
 
     def _headers(self, delivery: Delivery, retry: int) -> dict[str, str]:
         headers = {
@@ -187,8 +192,8 @@ class Deliverer:
         }
         if retry:
             headers["X-Atlassian-Webhook-Retry"] = str(retry)
-        secret = self.options.webhook_secret
-        if secret and not self.options.webhook_secret_in_query:
+        secret = delivery.target.secret
+        if secret:
             headers["X-Hub-Signature"] = "sha256=" + sign(secret, delivery.body)
         return headers
 
@@ -198,8 +203,18 @@ def sign(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _delivery(payload: dict[str, Any]) -> Delivery:
+def configured_target(options: SimOptions) -> Target | None:
+    """The webhook set by --webhook-url: signed, or with the secret in its URL instead."""
+    if not options.webhook_url:
+        return None
+    url, secret = URL(options.webhook_url), options.webhook_secret
+    if options.webhook_secret_in_query and secret:
+        return Target(url.update_query(secret=secret))
+    return Target(url, secret)
+
+
+def _delivery(payload: dict[str, Any], target: Target) -> Delivery:
     issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
     body = json.dumps(payload, separators=(",", ":")).encode()
-    return Delivery(str(uuid.uuid4()), payload["webhookEvent"], key, body)
+    return Delivery(str(uuid.uuid4()), payload["webhookEvent"], key, body, target)

@@ -72,6 +72,13 @@ def run(query: Query, site: Site, lookup: Lookup, everyone: bool = True) -> list
     return found
 
 
+def matches(query: Query, issue: SimIssue, site: Site) -> bool:
+    """Whether one issue, deleted ones too, meets the clauses: a webhook's filter at delivery."""
+    missing: list[str] = []
+    tests = [_predicate(clause, site, site.find, missing) for clause in query.clauses]
+    return not missing and all(test(issue) for test in tests)
+
+
 def _tokenize(text: str) -> list[str]:
     tokens: list[str] = []
     position = 0

@@ -17,6 +17,7 @@ from .gate import SIM, gate
 from .hooks import Attempt, Deliverer, Switches
 from .limits import RateLimiter
 from .options import SimOptions
+from .registry import Registry, registry_routes
 from .render import Shape, render_issue, render_user
 from .rest import rest_routes
 from .state import SimIssue, Site, find_status, next_status
@@ -34,7 +35,8 @@ class Simulator:
         self.traffic = Traffic()
         self.faults = Faults()
         self.limiter = RateLimiter()
-        self.hooks = Deliverer(self.options)
+        self.registry = Registry(self.options, self.site)
+        self.hooks = Deliverer(self.options, self.registry.targets)
         self.base_url = "http://127.0.0.1"
         self.origin = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -46,6 +48,7 @@ class Simulator:
         app = web.Application(middlewares=[gate])
         app[SIM] = self
         app.add_routes(rest_routes(self.options.flavor))
+        app.add_routes(registry_routes())
         app.add_subapp("/_sim", admin_app(self))
         # Cancel handlers whose client went away, so a hang fault does not outlive its test.
         self._runner = web.AppRunner(
@@ -160,7 +163,7 @@ class Simulator:
             self.site.now(),
         )
         self.site.remove(issue)
-        self.hooks.send(payload)
+        self.hooks.send(payload, issue)
 
     def comment(self, ref: str, body: str = "Looks good to me.") -> str:
         """Comment, which bumps `updated`: Jira sends issue_commented and comment_created."""
@@ -176,8 +179,8 @@ class Simulator:
             self._actor(),
             stamp,
         )
-        self.hooks.send({**update, "comment": note})
-        self.hooks.send(events.comment_event(note, issue, self.site, shape, stamp))
+        self.hooks.send({**update, "comment": note}, issue)
+        self.hooks.send(events.comment_event(note, issue, self.site, shape, stamp), issue)
         return str(note["id"])
 
     def fail_next(
@@ -253,7 +256,7 @@ class Simulator:
         payload = events.issue_event(
             event, type_name, self._webhook_issue(issue), self._actor(), issue.updated, log
         )
-        self.hooks.send(payload)
+        self.hooks.send(payload, issue)
 
     def _webhook_issue(self, issue: SimIssue) -> dict[str, Any]:
         # Webhooks carry the REST v2 shape, every field, and no `expand`.

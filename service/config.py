@@ -273,6 +273,9 @@ class Settings:
     refresh_timeout: float = setting(
         "REFRESH_TIMEOUT", 25.0, real(0.1, 600), "longest a refresh route waits before answering"
     )
+    webhook_manage: bool = setting(
+        "JIRA_WEBHOOK_MANAGE", False, flag, "keep our Jira webhook's filter on the tracked projects"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

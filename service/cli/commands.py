@@ -126,9 +126,13 @@ async def run_checks(env: Mapping[str, str]) -> list[Finding]:
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
-        skipped = [Finding(name, None, "needs valid settings") for name in ("jira", "database")]
+        names = ("jira", "database", "webhook")
+        skipped = [Finding(name, None, "needs valid settings") for name in names]
         return [Finding("settings", False, str(exc)), *skipped]
-    return [check_settings(settings), await check_jira(settings), *await check_db(settings)]
+    from service.cli.webhook import check_webhook  # here: that module imports this one
+
+    found = [check_settings(settings), await check_jira(settings), *await check_db(settings)]
+    return [*found, await check_webhook(settings, found[1].ok)]
 
 
 def check_settings(settings: Settings) -> Finding:

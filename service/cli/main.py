@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from service import config
-from service.cli import commands
+from service.cli import commands, webhook
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
 from service.storage import migrate as migrations
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a local Jira simulator (see simulate --help)", add_help=False
     )
     commands.add_commands(subparsers)
+    webhook.add_command(subparsers)
     subparsers.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": migrate,
         "refresh": lambda settings: commands.refresh(settings, args),
         "dead-letters": lambda settings: commands.dead_letters(settings, args),
+        "webhook": lambda settings: webhook.main(settings, args),
     }
     try:
         return run[args.command](settings)

@@ -158,6 +158,12 @@ class JiraClient:
             raise JiraError(call.endpoint, 200, "the user is not a JSON object")
         return body
 
+    async def request(
+        self, method: str, path: str, accept: tuple[int, ...] = (200,), body: Any = None
+    ) -> tuple[int, Any]:
+        """One call to any endpoint through the gate, retries and breaker; for other modules."""
+        return await self._send(_Call(method, path, accept=accept, body=body))
+
     async def read_issue(self, key: str) -> Issue | None:
         """Read one issue by key or numeric id; None when Jira has none we may see."""
         raw = await self._get_issue(check_key(key))
@@ -343,7 +349,7 @@ class JiraClient:
         body = await _read_json(response)
         if status not in call.accept:
             raise JiraError(call.endpoint, status, _message(body))
-        if body is None:
+        if body is None and status != 204:  # 204: a DELETE's empty answer
             # Jira always answers JSON, even for 404; HTML means a proxy or a wrong base URL,
             # and must not be read as "no such issue".
             raise JiraUnavailableError(

@@ -11,6 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
 from service.storage import webhooks as deliveries
+from service.sync import registrar
 from service.sync.poller import Poller
 
 log = logging.getLogger(__name__)
@@ -64,5 +65,7 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         max_instances=1,
         coalesce=True,
     )
+    if settings.webhook_manage:
+        registrar.add_job(scheduler, pool, poller.refresher.client, settings)
     scheduler.start()
     return scheduler
