@@ -48,8 +48,9 @@ async def setup(db: asyncpg.Pool, settings: Settings, jira: Simulator) -> Settin
 
 @pytest.fixture
 async def client(setup: Settings) -> AsyncIterator[JiraClient]:
-    async with open_session(setup) as session:
-        yield JiraClient(session, setup)
+    assert setup.jira is not None
+    async with open_session(setup.jira) as session:
+        yield JiraClient(session, setup.jira)
 
 
 async def link(db: asyncpg.Pool, *keys: str) -> None:
