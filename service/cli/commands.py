@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import subprocess
 import sys
 import time
@@ -15,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import asyncpg
+import msgspec
 
 from service.config import ConfigError, Settings
 from service.jira import client as jira
-from service.model import InvalidProjectIdError, check_project_id, render_time
+from service.model import InvalidProjectIdError, check_project_id
+from service.shapes import shape_letter, shape_report
 from service.storage import links, migrate, tracking
 from service.storage import webhooks as deliveries
 from service.storage.pool import UNREACHABLE as DATABASE_DOWN
@@ -276,13 +277,13 @@ async def refresh_batches(
 
 
 def summary(report: Report) -> str:
-    seconds = (report.finished or time.monotonic()) - report.started
+    shaped = shape_report(report, complete=True)
     lines = [
-        f"{len(report.results)} keys in {seconds:.1f}s: {report.count('refreshed')} refreshed, "
-        f"{report.count('unchanged')} unchanged, {report.count('not_found')} not found in Jira, "
-        f"{report.count('failed')} failed"
+        f"{shaped.requested} keys in {shaped.duration_ms / 1000:.1f}s: {shaped.refreshed} "
+        f"refreshed, {shaped.unchanged} unchanged, {shaped.not_found} not found in Jira, "
+        f"{shaped.failed} failed"
     ]
-    lines += [f"  {key}: {report.results[key].error}" for key in report.keys("failed")[:20]]
+    lines += [f"  {failure.key}: {failure.error}" for failure in shaped.errors[:20]]
     return "\n".join(lines)
 
 
@@ -305,16 +306,15 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
 
 
 def render_letter(letter: deliveries.DeadLetter) -> str:
-    received = render_time(letter.received_at)
-    body = " ".join(letter.body.split())
-    body = body if len(body) <= 160 and not letter.truncated else body[:157] + "..."
+    shaped = shape_letter(letter)
+    body = " ".join(shaped.body.split())
+    body = body if len(body) <= 160 and not shaped.truncated else body[:157] + "..."
     return (
-        f"#{letter.id}  {received}  delivery {letter.delivery_id or '(no identifier)'}\n"
-        f"    error: {letter.error}\n"
+        f"#{shaped.id}  {shaped.received_at}  delivery {shaped.delivery_id or '(no identifier)'}\n"
+        f"    error: {shaped.error}\n"
         f"    body:  {body}"
     )
 
 
 def render_json(letter: deliveries.DeadLetter) -> str:
-    fields = dataclasses.asdict(letter) | {"received_at": render_time(letter.received_at)}
-    return json.dumps(fields)
+    return msgspec.json.encode(shape_letter(letter)).decode()

@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
 from service.http.errors import ApiError
+from service.http.responses import ShapedResponse
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
+from service.shapes import Issue, shape_issue
 from service.storage import links
 from service.sync.reads import JiraSlowError, Reader
-
-
-def render_issue(cached: CachedIssue, ttl: float, now: datetime) -> dict[str, Any]:
-    issue = cached.issue
-    age = max(0.0, (now - cached.fetched_at).total_seconds())
-    return {
-        "key": issue.key,
-        "id": str(issue.id),
-        "status": None
-        if issue.status is None
-        else {"id": issue.status.id, "name": issue.status.name, "category": issue.status.category},
-        "summary": issue.summary,
-        "assignee": None
-        if issue.assignee is None
-        else {"account_id": issue.assignee.account_id, "display_name": issue.assignee.display_name},
-        "priority": issue.priority,
-        "jira_updated_at": render_time(issue.updated),
-        "fetched_at": render_time(cached.fetched_at),
-        "age_seconds": round(age, 3),
-        "stale": age > ttl,
-        "source": cached.source,
-        "state": cached.state,
-        "error": cached.error,
-    }
 
 
 def parse_keys(raw: str | None, limit: int) -> list[str]:
@@ -77,7 +54,7 @@ async def get_issue(request: Request) -> Response:
     key = normalize_key(request.path_params["key"])
     cached = (await read(request, [key])).get(key)
     if cached is not None:
-        return JSONResponse(render_issue_now(request, cached))
+        return ShapedResponse(render_issue_now(request, cached))
     if request.state.reader.refresher is None:
         raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
     raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
@@ -87,7 +64,7 @@ async def get_issues(request: Request) -> Response:
     settings: Settings = request.state.settings
     keys = parse_keys(request.query_params.get("keys"), settings.max_batch_keys)
     found = await read(request, keys)
-    return JSONResponse(
+    return ShapedResponse(
         {
             "issues": [render_issue_now(request, found[key]) for key in keys if key in found],
             "missing": [key for key in keys if key not in found],
@@ -98,7 +75,7 @@ async def get_issues(request: Request) -> Response:
 async def get_links(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     found = await links.list_links(request.state.pool, project_id)
-    return JSONResponse(
+    return ShapedResponse(
         {
             "project_id": project_id,
             "links": [
@@ -128,7 +105,7 @@ async def put_link(request: Request) -> Response:
         "state": state,
         "issue": None if cached is None else render_issue_now(request, cached),
     }
-    return JSONResponse(body, status_code=201 if created else 200)
+    return ShapedResponse(body, status_code=201 if created else 200)
 
 
 async def read_linked(request: Request, key: str) -> tuple[str, CachedIssue | None]:
@@ -160,9 +137,9 @@ async def link_or_unlink(request: Request) -> Response:
     return await (put_link if request.method == "PUT" else delete_link)(request)
 
 
-def render_issue_now(request: Request, cached: CachedIssue) -> dict[str, Any]:
+def render_issue_now(request: Request, cached: CachedIssue) -> Issue:
     settings: Settings = request.state.settings
-    return render_issue(cached, settings.cache_ttl, datetime.now(UTC))
+    return shape_issue(cached, settings.cache_ttl, datetime.now(UTC))
 
 
 routes = [

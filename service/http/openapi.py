@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service import shapes
 from service.config import Settings
 from service.model import KEY_PATTERN, PROJECT_ID_PATTERN
 
@@ -15,6 +16,7 @@ Schema = dict[str, Any]
 # Callers may send keys in any case: the server upper-cases them, then checks KEY_PATTERN.
 KEY_INPUT = "^[A-Za-z][A-Za-z0-9_]*-[1-9][0-9]*$"
 BEARER: list[Schema] = [{"bearer": []}]
+REF = "#/components/schemas/{name}"
 PUBLIC: list[Schema] = []
 EXAMPLE_ISSUE = {
     "id": "10007",
@@ -45,7 +47,7 @@ def document(settings: Settings) -> Schema:
         "info": {"title": "jira-status-cache", "version": "1", "description": ABOUT},
         "paths": probe_paths() | issue_paths(settings) | link_paths() | hook_paths(),
         "components": {
-            "schemas": issue_schemas() | service_schemas(),
+            "schemas": shapes.schemas(REF) | link_schemas() | service_schemas(),
             "securitySchemes": {"bearer": bearer()},
         },
     }
@@ -67,7 +69,7 @@ async def get_openapi(request: Request) -> Response:
 
 
 def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF.format(name=name)}
 
 
 def nullable(schema: Schema) -> Schema:
@@ -88,10 +90,6 @@ def text(**extra: Any) -> Schema:
     return {"type": "string", **extra}
 
 
-def count() -> Schema:
-    return {"type": "integer", "minimum": 0}
-
-
 def choice(*values: str) -> Schema:
     return {"type": "string", "enum": list(values)}
 
@@ -100,29 +98,11 @@ def array(items: Schema) -> Schema:
     return {"type": "array", "items": items}
 
 
-def issue_schemas() -> dict[str, Schema]:
+def link_schemas() -> dict[str, Schema]:
+    """The answers that hold issues; the Issue itself is a shape (service.shapes)."""
     key, stamp = text(pattern=KEY_PATTERN.pattern), text(format="date-time")
     project_id = text(pattern=PROJECT_ID_PATTERN.pattern)
     return {
-        "Status": record(
-            id=text(), name=text(), category=choice("new", "indeterminate", "done", "unknown")
-        ),
-        "Assignee": record(account_id=text(), display_name=text()),
-        "Issue": record(
-            key=key,
-            id=text(pattern="^[0-9]+$"),
-            status=nullable(ref("Status")),
-            summary=nullable(text()),
-            assignee=nullable(ref("Assignee")),
-            priority=nullable(text()),
-            jira_updated_at=stamp,
-            fetched_at=stamp,
-            age_seconds={"type": "number", "minimum": 0},
-            stale={"type": "boolean"},
-            source=choice("webhook", "poll", "refresh"),
-            state=choice("ok", "not_found", "deleted", "error"),
-            error=nullable(text()),
-        ),
         "IssueBatch": record(issues=array(ref("Issue")), missing=array(key)),
         "Link": record(
             key=key,
@@ -141,16 +121,6 @@ def issue_schemas() -> dict[str, Schema]:
     }
 
 
-def report_properties() -> dict[str, Schema]:
-    """The fields of refresh.Report.as_json, and whether the work ended within REFRESH_TIMEOUT."""
-    outcomes = ("requested", "refreshed", "unchanged", "not_found", "failed")
-    errors = array(record(key=text(), error=text()))
-    # false: REFRESH_TIMEOUT passed; the counts are what is done so far, and the rest goes on.
-    complete = {"type": "boolean"}
-    counts = {name: count() for name in outcomes}
-    return counts | {"errors": errors, "duration_ms": count(), "complete": complete}
-
-
 def service_schemas() -> dict[str, Schema]:
     readiness = record(
         status=choice("ready", "unavailable"),
@@ -159,14 +129,10 @@ def service_schemas() -> dict[str, Schema]:
     )
     outcome = choice("applied", "stale", "duplicate", "ignored", "due")
     return {
-        "Report": record(**report_properties()),
-        "ProjectReport": record(project_id=text(), **report_properties()),
         "Health": record(status=choice("ok"), jira=choice("ok", "degraded", "unconfigured")),
         "Readiness": readiness | {"required": ["status", "database"]},
         "WebhookEvent": webhook_event(),
         "WebhookOutcome": record(outcome=outcome),
-        "DeadLetters": record(dead_letters=array(dead_letter()), next=nullable(integer())),
-        "DeadLetter": dead_letter(),
         "Error": error_body(),
     }
 
@@ -189,23 +155,6 @@ def webhook_event() -> Schema:
         "description": about,
         "examples": [example | {"issue": EXAMPLE_ISSUE}],
     }
-
-
-def dead_letter() -> Schema:
-    """A letter; in a list its body is cut short (`truncated`), asked by id it is whole."""
-    return record(
-        id=integer(),
-        delivery_id=nullable(text()),
-        error=text(),
-        received_at=text(format="date-time"),
-        body=text(),
-        body_bytes=integer(),
-        truncated={"type": "boolean"},
-    )
-
-
-def integer() -> Schema:
-    return {"type": "integer"}
 
 
 def error_body(*codes: str) -> Schema:

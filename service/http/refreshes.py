@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
 from service.http.errors import ApiError, IssueNotFound, JiraNotConfigured
 from service.http.issues import render_issue_now
+from service.http.responses import ShapedResponse
 from service.model import check_project_id, normalize_key
+from service.shapes import shape_project_report, shape_report
 from service.storage import issues as store
 from service.storage import links
 from service.sync.poller import Poller
@@ -35,7 +37,7 @@ async def refresh_issue(request: Request) -> Response:
         raise IssueNotFound(key)
     if cached is None:
         raise ApiError(502, "jira_error", report.results[key].error or "no answer for the key")
-    return JSONResponse(render_issue_now(request, cached))
+    return ShapedResponse(render_issue_now(request, cached))
 
 
 async def refresh_project(request: Request) -> Response:
@@ -45,7 +47,7 @@ async def refresh_project(request: Request) -> Response:
     reader: Reader = request.state.reader
     report = Report()
     complete = await reader.refresh(keys, report)
-    return JSONResponse({"project_id": project_id, **report.as_json(), "complete": complete})
+    return ShapedResponse(shape_project_report(project_id, report, complete))
 
 
 async def cron_refresh(request: Request) -> Response:
@@ -57,8 +59,8 @@ async def cron_refresh(request: Request) -> Response:
         # The cycle goes on past the bound (the poller drains it on shutdown).
         report = await asyncio.wait_for(poller.poll(), settings.refresh_timeout)
     except TimeoutError:
-        return JSONResponse({**poller.report.as_json(), "complete": False})
-    return JSONResponse({**report.as_json(), "complete": True})
+        return ShapedResponse(shape_report(poller.report, complete=False))
+    return ShapedResponse(shape_report(report, complete=True))
 
 
 # Guarded in app.py: the cron route also takes CRON_SECRET.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,8 +20,9 @@ from service.http.errors import (
     UnusablePayload,
     WebhooksDisabled,
 )
+from service.http.responses import ShapedResponse
 from service.metrics import Metrics
-from service.model import render_time
+from service.shapes import DeadLetter, DeadLetters, shape_letter
 from service.storage import webhooks
 from service.sync import webhook
 from service.sync.webhook import KNOWN_EVENTS, Outcome, SignatureError, UnusablePayloadError
@@ -94,15 +94,15 @@ async def list_dead_letters(request: Request) -> Response:
     before = request.query_params.get("before")
     cursor = None if before is None else whole_number(request, "before", "", INVALID_CURSOR)
     letters = await webhooks.list_dead_letters(request.state.pool, limit + 1, cursor)
-    page: list[dict[str, Any]] = []
+    page: list[DeadLetter] = []
     size = 0
     for letter in letters[:limit]:
         if page and size > PAGE_BYTES:
             break
-        page.append(render_letter(letter))
+        page.append(shape_letter(letter))
         size += len(letter.body.encode()) + len(letter.error.encode())
     more = len(page) < len(letters)
-    return JSONResponse({"dead_letters": page, "next": page[-1]["id"] if more else None})
+    return ShapedResponse(DeadLetters(page, page[-1].id if more else None))
 
 
 async def get_dead_letter(request: Request) -> Response:
@@ -111,19 +111,7 @@ async def get_dead_letter(request: Request) -> Response:
     letter = await webhooks.get_dead_letter(request.state.pool, letter_id)
     if letter is None:
         raise DeadLetterNotFound(letter_id)
-    return JSONResponse(render_letter(letter))
-
-
-def render_letter(letter: webhooks.DeadLetter) -> dict[str, Any]:
-    return {
-        "id": letter.id,
-        "delivery_id": letter.delivery_id,
-        "error": letter.error,
-        "received_at": render_time(letter.received_at),
-        "body": letter.body,
-        "body_bytes": letter.body_bytes,
-        "truncated": letter.truncated,
-    }
+    return ShapedResponse(shape_letter(letter))
 
 
 def whole_number(

@@ -34,7 +34,7 @@ class KeyResult:
 
 @dataclass(slots=True)
 class Report:
-    """What a refresh did, per key, in the shape the refresh endpoints answer."""
+    """What a refresh did, per key; service.shapes gives it the shape the endpoints answer."""
 
     results: dict[str, KeyResult] = field(default_factory=dict)
     asked: int = 0  # keys asked for, some perhaps without a result yet
@@ -50,22 +50,6 @@ class Report:
 
     def keys(self, *outcomes: KeyOutcome) -> list[str]:
         return [key for key, result in self.results.items() if result.outcome in outcomes]
-
-    def as_json(self) -> dict[str, object]:
-        end = self.finished if self.finished is not None else time.monotonic()
-        return {
-            "requested": max(self.asked, len(self.results)),
-            "refreshed": self.count("refreshed"),
-            "unchanged": self.count("unchanged"),
-            "not_found": self.count("not_found"),
-            "failed": self.count("failed"),
-            "errors": [
-                {"key": key, "error": result.error}
-                for key, result in self.results.items()
-                if result.error is not None
-            ],
-            "duration_ms": round((end - self.started) * 1000),
-        }
 
 
 class Refresher:

@@ -7,9 +7,11 @@ import logging
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
+from service.shapes import shape_report
 from service.storage import webhooks as deliveries
 from service.sync import registrar
 from service.sync.poller import Poller
@@ -29,7 +31,8 @@ async def poll_job(poller: Poller) -> None:
         log.exception("poll run failed")
         return
     if report.results:
-        log.info("poll run", extra={"report": report.as_json()})
+        shaped = shape_report(report, complete=True)
+        log.info("poll run", extra={"report": msgspec.to_builtins(shaped)})
 
 
 async def prune_job(pool: asyncpg.Pool, days: float, letter_days: float = 14.0) -> None:
