@@ -40,8 +40,8 @@ def quick_start_commands() -> list[list[str]]:
 
 
 @pytest.fixture
-async def make_run(database_url: str, tmp_path: Path) -> AsyncIterator[Run]:
-    """`make run` on free ports, its output in a file; stopped as Ctrl-C would."""
+async def make_run(db: object, database_url: str, tmp_path: Path) -> AsyncIterator[Run]:
+    """`make run` on free ports over empty tables, its output in a file; stopped as Ctrl-C would."""
     ports = {readme: str(free_port()) for readme in PORTS}
     names = {variable.name for variable in config.variables()}
     env = {k: v for k, v in os.environ.items() if k not in names and k != "SIM_PORT"}
