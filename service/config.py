@@ -63,6 +63,8 @@ class Settings:
     cron_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    track_reads_for: float = 604800.0
+    db_acquire_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +113,8 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
+            track_reads_for=read.number("TRACK_READS_FOR", float, 604800.0, low=3600),
+            db_acquire_timeout=read.number("DB_ACQUIRE_TIMEOUT", float, 5.0, low=0.01),
         )
 
     @property

@@ -16,7 +16,7 @@ from service.http.errors import ApiError
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key
 from service.storage import issues as store
-from service.storage import links, tracking
+from service.storage import links
 from service.sync import memo
 from service.sync.refresh import Refresher, Report
 
@@ -79,6 +79,7 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
     refresher: Refresher | None = request.state.refresher
     if refresher is None:
         return found
+    refresher.reads.note(found)
     now = datetime.now(UTC)
     wanted = [key for key in keys if key not in found or _older(found[key], max_age, now)]
     if not wanted:
@@ -92,12 +93,11 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
     if not wanted:
         return found
     try:
-        report = await bounded(refresher.refresh(wanted, "refresh"), settings.read_timeout)
+        await bounded(refresher.refresh(wanted, "refresh"), settings.read_timeout)
     except JiraError:
         if all(key in found for key in wanted):
             return found  # Jira is down but the cache has an answer: serve it, stale.
         raise
-    await tracking.track(pool, report.keys("refreshed", "unchanged"))
     return await memo.select(pool, request.state.memo, keys)
 
 

@@ -12,7 +12,7 @@ from service.http.issues import render_issue_now
 from service.http.middleware import bearer_token, token_matches
 from service.model import check_project_id, normalize_key
 from service.storage import issues as store
-from service.storage import links, tracking
+from service.storage import links
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 
@@ -33,7 +33,6 @@ async def refresh_issue(request: Request) -> Response:
         raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
     if cached is None:
         raise ApiError(502, "jira_error", report.results[key].error or "no answer for the key")
-    await tracking.track(pool, [cached.issue.key])
     return JSONResponse(render_issue_now(request, cached))
 
 

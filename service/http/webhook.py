@@ -124,8 +124,6 @@ async def _apply_issue(connection: Executor, payload: dict[str, Any], ttl: float
     if old_keys:
         keys = await store.keys_of(connection, issue.id)
         await tracking.retarget(connection, keys, issue.key, ttl)
-    # Fresh from Jira just now: no poll needed for another TTL.
-    await tracking.reschedule(connection, [issue.key], ttl)
     return "stale" if outcome == "stale" else "applied"
 
 

@@ -68,19 +68,15 @@ _UPSERT = _UPSERT_TEMPLATE.format(
 )
 
 # A webhook's whole write in one statement (one round trip, atomic without BEGIN/COMMIT):
-# record the delivery, upsert the issue only if the delivery is new, and push the issue's
-# next poll a TTL away. A duplicate delivery finds `delivery` empty and writes nothing.
+# record the delivery and upsert the issue only if the delivery is new (the poller's claim
+# defers a key written since). A duplicate delivery finds `delivery` empty and writes nothing.
 _APPLY_EVENT = _UPSERT_TEMPLATE.format(
     gate="""delivery AS (
     INSERT INTO webhook_deliveries (id, event) VALUES ($12, $13)
     ON CONFLICT DO NOTHING RETURNING id
 ),""",
     only_if="WHERE EXISTS (SELECT 1 FROM delivery)",
-    then=""",
-polled AS (
-    UPDATE tracked SET next_due_at = now() + make_interval(secs => $14)
-     WHERE key IN (SELECT key FROM written) AND lease_owner IS NULL
-)""",
+    then="",
     answer="""SELECT EXISTS (SELECT 1 FROM delivery) AS fresh, w.id, w.previous, w.current
   FROM (SELECT 1) AS one LEFT JOIN written AS w ON true""",
 )
@@ -108,9 +104,7 @@ async def apply_issue_event(
     executor: Executor, issue: Issue, delivery_id: str, event: str, ttl: float
 ) -> Outcome | None:
     """Record a webhook delivery and write its issue forward; None for a repeated delivery."""
-    rows = await executor.fetch(
-        _APPLY_EVENT, *_columns([issue]), "webhook", delivery_id, event, ttl
-    )
+    rows = await executor.fetch(_APPLY_EVENT, *_columns([issue]), "webhook", delivery_id, event)
     row = rows[0]
     if not row["fresh"]:
         return None

