@@ -11,8 +11,8 @@ import pytest
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.metrics import Metrics
-from service.storage import links, tracking
 from service.storage import issues as store
+from service.storage import links, tracking
 from service.storage.pool import open_pool
 from service.sync.poller import Poller
 from service.sync.readlog import RECORD_EVERY_SECONDS, ReadLog
@@ -36,7 +36,7 @@ async def tracked(db: asyncpg.Pool) -> set[str]:
 
 
 async def test_a_shorter_ttl_after_a_restart_makes_stale_keys_due(sim, settings, db) -> None:
-    """Restarted with a shorter TTL, issues older than it are polled at once, not an old TTL later."""
+    """Restarted with a shorter TTL, issues older than it are polled at once, not a TTL later."""
     keys = sim.seed(5, ["ALPHA"])
     await tracking.track(db, keys)
     hour = jira_settings(settings, sim, cache_ttl=3600.0)
@@ -158,7 +158,7 @@ async def test_metrics_query_postgresql_at_most_once_per_snapshot(db) -> None:
 
 
 async def test_a_pool_wait_is_bounded(database_url: str) -> None:
-    """With every connection taken, a query waits DB_ACQUIRE_TIMEOUT, then fails with TimeoutError."""
+    """With every connection taken, a query waits DB_ACQUIRE_TIMEOUT, then raises TimeoutError."""
     pool = await open_pool(database_url, 0, 1, acquire_timeout=0.2)
     try:
         async with pool.acquire():
