@@ -12,7 +12,8 @@ JITTER = 0.2
 # A claim moves next_due_at to the lease's end: leased keys leave the due range,
 # and a lease left by a killed process makes its keys due again when it expires.
 # A due key whose issue was written recently (by a webhook or a read) needs no Jira
-# call: it is only moved to a TTL after that write, unleased, and not answered.
+# call: it is only moved to a TTL after that write, unleased, and not answered. The
+# lookup costs a claim of 1,000 of 200,000 keys 25 ms against 16 ms without it (measured).
 # `= ANY(ARRAY(...))` keeps the update to index lookups; a join with `due` was planned
 # as a hash join over all of `tracked` between about 50k and 500k keys (measured).
 _CLAIM = """
