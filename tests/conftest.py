@@ -29,6 +29,7 @@ TABLES = [
     "missing_keys",
     "webhook_deliveries",
     "dead_letters",
+    "schedule_basis",
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from service.config import JiraSettings, Settings
 from service.storage import issues as store
+from service.storage import tracking
 from tests.conftest import app_client
 from tests.factory import make_issue
 from tests.live import free_port
@@ -78,14 +79,16 @@ async def test_link_list_and_unlink(client: httpx.AsyncClient, db) -> None:
 
 
 async def test_linking_tracks_the_key_once(client: httpx.AsyncClient, db) -> None:
-    """Two projects linking one key track it once; unlinking the last stops tracking."""
+    """Two projects linking one key track it once; unlinked and unread, it is forgotten later."""
     await client.put("/api/v1/projects/a/jira/PRJ-7")
     await client.put("/api/v1/projects/b/jira/PRJ-7")
     assert await db.fetchval("SELECT count(*) FROM tracked WHERE key = 'PRJ-7'") == 1
     await client.delete("/api/v1/projects/a/jira/PRJ-7")
     assert await db.fetchval("SELECT count(*) FROM tracked") == 1
     await client.delete("/api/v1/projects/b/jira/PRJ-7")
-    assert await db.fetchval("SELECT count(*) FROM tracked") == 0
+    assert await db.fetchval("SELECT count(*) FROM tracked") == 1
+    await db.execute("UPDATE tracked SET read_at = now() - interval '8 days'")
+    assert await tracking.forget_unread(db, 7 * 86400) == 1
 
 
 @pytest.mark.parametrize(

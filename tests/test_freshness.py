@@ -18,6 +18,12 @@ from service.sync.refresh import Refresher
 from tests.live import jira_settings, serve
 from tests.pgproxy import PgProxy
 
+# A TTL passes: every issue was fetched an hour ago and every tracked key is due.
+AGE_BY_A_TTL = (
+    "UPDATE issues SET fetched_at = fetched_at - interval '1 hour';"
+    " UPDATE tracked SET next_due_at = now()"
+)
+
 
 @pytest.fixture
 async def http(service: str) -> AsyncIterator[httpx.AsyncClient]:
@@ -131,7 +137,7 @@ async def test_one_poll_heals_dropped_webhooks(sim, http, db) -> None:
     sim.webhooks.drop_probability = 1.0
     for key in keys:
         sim.transition(key, "Done")
-    await db.execute("UPDATE tracked SET next_due_at = now()")
+    await db.execute(AGE_BY_A_TTL)
     report = (await http.get("/api/v1/cron/jira-refresh")).json()
     body = (await http.get("/api/v1/issues", params={"keys": ",".join(keys)})).json()
     assert report["refreshed"] == 40 and report["failed"] == 0
@@ -175,11 +181,14 @@ async def test_lease_of_a_killed_run_is_taken_over_after_expiry(sim, settings, d
     """Keys leased by a run that died become due when the lease expires, and are read."""
     keys = sim.seed(10, ["ALPHA"])
     await tracking.track(db, keys)
-    claimed = await tracking.claim_due(db, "dead-replica", 100, lease_seconds=0.5)
+    claimed, _ = await tracking.claim_due(db, "dead-replica", 100, 600, settings.cache_ttl)
     async with open_session(jira_settings(settings, sim).jira) as session:
         poller = make_poller(db, settings, sim, session)
         early = await poller.poll()
-        await asyncio.sleep(0.6)
+        await db.execute(  # the lease runs out: its end is the keys' due time
+            "UPDATE tracked SET lease_until = now() - interval '1 second',"
+            " next_due_at = now() - interval '1 second'"
+        )
         late = await poller.poll()
     assert sorted(claimed) == sorted(keys)
     assert early.results == {} and sorted(late.results) == sorted(keys)

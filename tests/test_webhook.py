@@ -13,6 +13,7 @@ import pytest
 from service.config import Settings
 from service.model import parse_jira_time
 from service.storage import issues as store
+from service.storage import tracking
 from service.sync.schedule import prune_job
 from tests.conftest import app_client
 from tests.payloads import SECRET, encode, event, headers, sign
@@ -279,6 +280,15 @@ async def test_other_events_are_ignored_with_200(hooks, db) -> None:
     """Events that name no issue answer 200 ignored."""
     response = await post(hooks, {"webhookEvent": "sprint_started", "sprint": {"id": 1}})
     assert response.status_code == 200 and response.json()["outcome"] == "ignored"
+
+
+async def test_webhook_reschedules_a_tracked_issue(hooks, db) -> None:
+    """An issue kept fresh by webhooks is not polled: its claim only moves its due time."""
+    await db.execute("INSERT INTO tracked (key) VALUES ('PRJ-7')")
+    await post(hooks, event())
+    claimed, _ = await tracking.claim_due(db, "poller", 10, 60, 3600)
+    due = await db.fetchval("SELECT next_due_at > now() + interval '47 minutes' FROM tracked")
+    assert claimed == [] and due
 
 
 async def test_database_down_is_503_so_jira_retries(db, settings: Settings) -> None:

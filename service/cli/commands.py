@@ -263,9 +263,6 @@ async def refresh_batches(
         for start in range(0, len(keys), size):
             batch = keys[start : start + size]
             report = await refresher.refresh(batch, "refresh")
-            # Fresh now: the poller need not read these again for another TTL.
-            fresh = report.keys("refreshed", "unchanged")
-            await tracking.reschedule(refresher.pool, fresh, settings.cache_ttl)
             total.merge(report)
             progress.advance(len(batch))
     except jira.JiraError as exc:

@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        pool = await open_pool(dsn)
+        pool = await open_pool(dsn, acquire_timeout=settings.db_acquire_timeout)
         try:
             async with pool.acquire() as connection:
                 await migrate.apply_migrations(connection)

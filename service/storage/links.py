@@ -5,34 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from service.model import CachedIssue
+from service.storage import tracking
 from service.storage.issues import cached_from_row
 from service.storage.pool import Executor
 
-_LINK = """
-WITH created AS (
-    INSERT INTO links (project_id, key) VALUES ($1, $2)
-    ON CONFLICT DO NOTHING
-    RETURNING linked_at
-),
-tracked AS (
-    INSERT INTO tracked (key) VALUES ($2) ON CONFLICT DO NOTHING
-)
-SELECT count(*) > 0 FROM created
-"""
+_LINK = "INSERT INTO links (project_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true"
 
-# Unlinking the last link of a key stops polling it; a later read tracks it again.
-_UNLINK = """
-WITH removed AS (
-    DELETE FROM links WHERE project_id = $1 AND key = $2 RETURNING key
-),
-untracked AS (
-    DELETE FROM tracked
-     WHERE key IN (SELECT key FROM removed)
-       AND NOT EXISTS (SELECT 1 FROM links WHERE key = $2 AND project_id <> $1)
-)
-SELECT count(*) > 0 FROM removed
-"""
+# Unlinking leaves the key tracked: it is forgotten once neither linked nor read for
+# TRACK_READS_FOR. Untracking here raced with a link in another project (measured:
+# 7 of 1,000 keys linked but untracked), and with a read of the still-cached key.
+_UNLINK = "DELETE FROM links WHERE project_id = $1 AND key = $2 RETURNING true"
 
 _LIST = """
 SELECT l.key AS asked, l.linked_at, m.key IS NOT NULL AS missing, i.*
@@ -53,15 +38,20 @@ class Link:
     missing: bool
 
 
-async def link(connection: Executor, project_id: str, key: str) -> bool:
+async def link(executor: Executor, project_id: str, key: str) -> bool:
     """Link and track the key; answer whether the link is new."""
-    created: bool = await connection.fetchval(_LINK, project_id, key)
-    return created
+    if isinstance(executor, asyncpg.Pool):
+        async with executor.acquire() as connection:
+            return await link(connection, project_id, key)
+    async with executor.transaction():
+        created = await executor.fetchval(_LINK, project_id, key)
+        await tracking.touch(executor, [key])
+    return bool(created)
 
 
 async def unlink(connection: Executor, project_id: str, key: str) -> bool:
-    removed: bool = await connection.fetchval(_UNLINK, project_id, key)
-    return removed
+    removed = await connection.fetchval(_UNLINK, project_id, key)
+    return bool(removed)
 
 
 async def list_links(connection: Executor, project_id: str) -> list[Link]:

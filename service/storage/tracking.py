@@ -6,8 +6,14 @@ from collections.abc import Sequence
 
 from service.storage.pool import Executor
 
+# Due times spread over the last fifth of the TTL: never later, so stale means due.
+JITTER = 0.2
+
 # A claim moves next_due_at to the lease's end: leased keys leave the due range,
 # and a lease left by a killed process makes its keys due again when it expires.
+# A due key whose issue was written recently (by a webhook or a read) needs no Jira
+# call: it is only moved to a TTL after that write, unleased, and not answered. The
+# lookup costs a claim of 1,000 of 200,000 keys 25 ms against 16 ms without it (measured).
 # `= ANY(ARRAY(...))` keeps the update to index lookups; a join with `due` was planned
 # as a hash join over all of `tracked` between about 50k and 500k keys (measured).
 _CLAIM = """
@@ -19,21 +25,50 @@ WITH due AS (
      FOR UPDATE SKIP LOCKED
 )
 UPDATE tracked t
-   SET lease_owner = $1,
-       lease_until = now() + make_interval(secs => $3),
-       next_due_at = now() + make_interval(secs => $3)
+   SET (lease_owner, lease_until, next_due_at) = (
+       SELECT CASE WHEN f.until IS NULL THEN $1 END,
+              CASE WHEN f.until IS NULL THEN now() + make_interval(secs => $3) END,
+              coalesce(f.until, now() + make_interval(secs => $3))
+         FROM (SELECT (SELECT i.fetched_at + make_interval(secs => $4 * (1 - $5 * random()))
+                         FROM issue_keys k JOIN issues i ON i.id = k.issue_id
+                        WHERE k.key = t.key AND i.state = 'ok'
+                          AND i.fetched_at > now() - make_interval(secs => $4 * (1 - $5)))
+                  AS until) f)
  WHERE t.key = ANY(ARRAY(SELECT key FROM due))
-RETURNING t.key
+RETURNING t.key, t.lease_owner IS NOT NULL AS claimed
 """
 
-# Each key gets its own next due time, spread by up to +-jitter of the TTL so that
-# keys fetched together do not all come due together again.
+# Each key gets its own next due time, spread over the last `jitter` part of the TTL
+# so that keys fetched together do not come due together again, and never later than
+# the TTL: a key that reads as stale is always due.
 _RELEASE = """
 UPDATE tracked
    SET lease_owner = NULL, lease_until = NULL,
-       next_due_at = now() + make_interval(
-           secs => $3 * (1 + $4 * (2 * random() - 1)))
+       next_due_at = now() + make_interval(secs => $3 * (1 - $4 * random()))
  WHERE key = ANY($2::text[]) AND lease_owner = $1
+"""
+
+# One statement: record the settings in force and, only when they changed, recompute
+# every unleased key's due time from its issue's fetched_at (keys not cached stay due).
+_FOLLOW = """
+WITH previous AS (
+    SELECT cache_ttl, poll_interval FROM schedule_basis FOR UPDATE
+),
+changed AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM previous WHERE cache_ttl = $1 AND poll_interval = $2) AS yes
+),
+basis AS (
+    INSERT INTO schedule_basis (one, cache_ttl, poll_interval) VALUES (true, $1, $2)
+    ON CONFLICT (one) DO UPDATE SET cache_ttl = $1, poll_interval = $2
+),
+moved AS (
+    UPDATE tracked t
+       SET next_due_at = i.fetched_at + make_interval(secs => $1 * (1 - $3 * random()))
+      FROM issue_keys k JOIN issues i ON i.id = k.issue_id
+     WHERE k.key = t.key AND t.lease_owner IS NULL AND (SELECT yes FROM changed)
+)
+SELECT yes FROM changed
 """
 
 _RETURN = """
@@ -55,31 +90,55 @@ async def track(executor: Executor, keys: Sequence[str]) -> None:
     )
 
 
-async def claim_due(executor: Executor, owner: str, limit: int, lease_seconds: float) -> list[str]:
-    rows = await executor.fetch(_CLAIM, owner, limit, lease_seconds)
-    return [row["key"] for row in rows]
+async def touch(executor: Executor, keys: Sequence[str]) -> None:
+    """Record that keys were read or linked just now, tracking those not tracked yet.
+
+    The row lock this takes is what keeps `forget_unread` from deleting a key that is
+    being linked at the same moment: it re-checks read_at after the lock is released.
+    """
+    await executor.execute(
+        "INSERT INTO tracked (key) SELECT unnest($1::text[])"
+        " ON CONFLICT (key) DO UPDATE SET read_at = now()",
+        sorted(set(keys)),
+    )
 
 
-async def release(
-    executor: Executor, owner: str, keys: Sequence[str], after: float, jitter: float = 0.1
-) -> None:
-    """End the lease and schedule the next read about `after` seconds from now."""
-    await executor.execute(_RELEASE, owner, list(keys), after, jitter)
+async def forget_unread(executor: Executor, seconds: float) -> int:
+    """Stop tracking keys neither linked nor read for `seconds`; answer how many."""
+    status: str = await executor.execute(
+        "DELETE FROM tracked t WHERE read_at < now() - make_interval(secs => $1)"
+        " AND NOT EXISTS (SELECT 1 FROM links l WHERE l.key = t.key)",
+        seconds,
+    )
+    return int(status.split()[-1])
+
+
+async def claim_due(
+    executor: Executor, owner: str, limit: int, lease_seconds: float, ttl: float
+) -> tuple[list[str], int]:
+    """Lease due keys for a read; answer those leased and how many due keys were handled."""
+    rows = await executor.fetch(_CLAIM, owner, limit, lease_seconds, ttl, JITTER)
+    return [row["key"] for row in rows if row["claimed"]], len(rows)
+
+
+async def release(executor: Executor, owner: str, keys: Sequence[str], after: float) -> None:
+    """End the lease and schedule the next read at most `after` seconds from now."""
+    await executor.execute(_RELEASE, owner, list(keys), after, JITTER)
+
+
+async def follow_settings(executor: Executor, ttl: float, poll_interval: float) -> bool:
+    """Recompute due times when the TTL or poll interval differ from the stored ones.
+
+    Answers whether it did: due times are stored, so a shorter TTL after a restart
+    would otherwise be ignored until the old, longer one ran out.
+    """
+    changed: bool = await executor.fetchval(_FOLLOW, ttl, poll_interval, JITTER)
+    return changed
 
 
 async def give_back(executor: Executor, owner: str, keys: Sequence[str]) -> None:
     """End the lease without a read having happened: the keys are due again at once."""
     await executor.execute(_RETURN, owner, list(keys))
-
-
-async def reschedule(executor: Executor, keys: Sequence[str], after: float) -> None:
-    """Move keys' next due time, e.g. after a webhook has just brought them fresh."""
-    await executor.execute(
-        "UPDATE tracked SET next_due_at = now() + make_interval(secs => $2)"
-        " WHERE key = ANY($1::text[]) AND lease_owner IS NULL",
-        list(keys),
-        after,
-    )
 
 
 async def retarget(executor: Executor, old_keys: Sequence[str], new_key: str, after: float) -> None:

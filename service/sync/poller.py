@@ -38,6 +38,7 @@ class Poller:
         self.stopping = False
         self._running: asyncio.Task[Report] | None = None
         self.report = Report()  # the current or last cycle's, filled in batch by batch
+        self._settings_followed = False
 
     async def poll(self) -> Report:
         """Run a cycle now, or join the one already running."""
@@ -72,14 +73,28 @@ class Poller:
             metrics.poll_seconds.observe((report.finished or report.started) - report.started)
         return report
 
+    async def _prepare(self) -> None:
+        """Record reads served from the cache; on the first cycle, adopt changed settings."""
+        settings = self.settings
+        if not self._settings_followed:
+            await tracking.follow_settings(self.pool, settings.cache_ttl, settings.poll_interval)
+            self._settings_followed = True
+        await self.refresher.reads.flush(self.pool)
+
     async def _claim_and_read(self) -> Report:
         total = self.report = Report()
-        deadline = time.monotonic() + self.settings.poll_budget
+        settings = self.settings
+        deadline = time.monotonic() + settings.poll_budget
+        await self._prepare()
         while not self.stopping and time.monotonic() < deadline:
-            keys = await tracking.claim_due(
-                self.pool, self.owner, self.settings.poll_batch_size, self.settings.lease_seconds
+            keys, handled = await tracking.claim_due(
+                self.pool,
+                self.owner,
+                settings.poll_batch_size,
+                settings.lease_seconds,
+                settings.cache_ttl,
             )
-            if not keys or not await self._poll_batch(keys, total):
+            if not handled or (keys and not await self._poll_batch(keys, total)):
                 break
         total.finished = time.monotonic()
         return total

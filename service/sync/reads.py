@@ -49,6 +49,7 @@ class Reader:
         found = await self.cached(keys)
         if refresher is None:
             return found
+        refresher.reads.note(found)  # whatever is read stays tracked, recorded in batches
         wanted = await self._wanted(keys, found, max_age)
         if not wanted:
             return found  # the hot path: no round trip to PostgreSQL at all

@@ -20,6 +20,7 @@ from service.storage import issues as store
 from service.storage import tracking
 from service.storage.pool import Executor
 from service.sync.memo import Memo
+from service.sync.readlog import ReadLog
 
 # Landed flights remembered for readers who missed them; a few seconds' worth at most.
 LANDINGS_KEPT = 10_000
@@ -76,6 +77,7 @@ class Refresher:
         self._flights: dict[str, asyncio.Future[KeyResult]] = {}
         self._landings = 0
         self._landed: OrderedDict[str, tuple[int, KeyResult]] = OrderedDict()
+        self.reads = ReadLog()  # keys served from the cache, tracked in batches
 
     def flying(self, key: str) -> bool:
         """Whether a read of the key is in the air."""
@@ -182,11 +184,8 @@ class Refresher:
         for old_key, issue_id in reading.moved.items():
             new_key = _current_key(reading, issue_id)
             await tracking.retarget(connection, [old_key], new_key, self.ttl)
-        if source != "poll":  # the poller schedules its own keys, with jitter
-            read = [issue.key for issue in reading.issues]
-            await tracking.track(connection, read)  # whatever is read is kept fresh
-            # Just read: the next poll of these keys can wait a whole TTL.
-            await tracking.reschedule(connection, read, self.ttl)
+        if source != "poll":  # the poller schedules its own keys; a claim defers fresh ones
+            await tracking.track(connection, [issue.key for issue in reading.issues])
 
 
 def _current_key(reading: Reading, issue_id: int) -> str:

@@ -1,4 +1,4 @@
-"""The in-process APScheduler: the poll cycle and the pruning of delivery records."""
+"""The in-process APScheduler: the poll cycle, and pruning delivery records and unread keys."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
 from service.shapes import shape_report
-from service.storage import webhooks as deliveries
+from service.storage import tracking, webhooks
 from service.sync import registrar
 from service.sync.poller import Poller
 
@@ -37,12 +37,23 @@ async def poll_job(poller: Poller) -> None:
 
 async def prune_job(pool: asyncpg.Pool, days: float, letter_days: float = 14.0) -> None:
     try:
-        pruned = await deliveries.prune_deliveries(pool, days)
-        letters = await deliveries.prune_dead_letters(pool, letter_days)
+        pruned = await webhooks.prune_deliveries(pool, days)
+        letters = await webhooks.prune_dead_letters(pool, letter_days)
     except Exception:
         log.exception("pruning webhook deliveries failed")
         return
     log.info("pruned webhook deliveries", extra={"count": pruned, "dead_letters": letters})
+
+
+async def forget_job(poller: Poller, seconds: float) -> None:
+    """Stop tracking keys neither linked nor read for TRACK_READS_FOR."""
+    try:
+        await poller.refresher.reads.flush(poller.pool)  # reads not yet recorded count
+        forgotten = await tracking.forget_unread(poller.pool, seconds)
+    except Exception:
+        log.exception("forgetting unread keys failed")
+        return
+    log.info("forgot unread tracked keys", extra={"count": forgotten})
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
@@ -65,6 +76,15 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         seconds=PRUNE_EVERY_SECONDS,
         args=[pool, settings.webhook_dedupe_days, settings.dead_letter_retention_days],
         id="prune",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        forget_job,
+        "interval",
+        seconds=PRUNE_EVERY_SECONDS,
+        args=[poller, settings.track_reads_for],
+        id="forget",
         max_instances=1,
         coalesce=True,
     )
