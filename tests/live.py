@@ -18,6 +18,12 @@ EMAIL = "cache@example.com"
 TOKEN = "jira-token-for-tests"
 SECRET = "hook-secret-0123456789"
 
+# A TTL passes: every issue was fetched an hour ago and every tracked key is due.
+AGE_BY_A_TTL = (
+    "UPDATE issues SET fetched_at = fetched_at - interval '1 hour';"
+    " UPDATE tracked SET next_due_at = now()"
+)
+
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager

@@ -15,14 +15,8 @@ from service.jira.client import JiraClient, open_session
 from service.storage import tracking
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
-from tests.live import jira_settings, serve
+from tests.live import AGE_BY_A_TTL, jira_settings, serve
 from tests.pgproxy import PgProxy
-
-# A TTL passes: every issue was fetched an hour ago and every tracked key is due.
-AGE_BY_A_TTL = (
-    "UPDATE issues SET fetched_at = fetched_at - interval '1 hour';"
-    " UPDATE tracked SET next_due_at = now()"
-)
 
 
 @pytest.fixture
@@ -231,7 +225,7 @@ async def test_concurrent_cron_calls_do_not_double_the_work(sim, http, db) -> No
     """Two cron calls at once share one cycle: each due key is read once."""
     keys = sim.seed(300, ["ALPHA"])
     await link_all(http, keys)
-    await db.execute("UPDATE tracked SET next_due_at = now()")  # the links read them: due again
+    await db.execute(AGE_BY_A_TTL)  # the links read them: due again once a TTL passes
     sim.options.latency = 0.05
     sim.reset_counters()
     first, second = await asyncio.gather(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from service.logs import JsonFormatter, Redactor, TextFormatter, request_id
-from tests.live import jira_settings, serve
+from tests.live import AGE_BY_A_TTL, jira_settings, serve
 from tests.payloads import SECRET, encode, event, headers
 from tests.test_cli import COMMAND, JIRA, free_port, wait_healthy
 
@@ -52,7 +52,7 @@ async def test_metrics_count_what_happened(sim, settings, db) -> None:
         for key in keys:
             await http.put(f"/api/v1/projects/p/jira/{key}")  # reads it at once
             sim.edit_summary(key, "changed since")  # no webhook is wired: the poll sees it
-        await db.execute("UPDATE tracked SET next_due_at = now()")
+        await db.execute(AGE_BY_A_TTL)
         await http.get("/api/v1/cron/jira-refresh")
         body = encode(event())
         await http.post("/api/v1/webhooks/jira", content=body, headers=headers(body))

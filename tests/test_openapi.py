@@ -32,7 +32,7 @@ from service.http.openapi import document
 from service.storage import issues as store
 from tests.conftest import app_client
 from tests.factory import make_issue
-from tests.live import SECRET, jira_settings, serve
+from tests.live import AGE_BY_A_TTL, SECRET, jira_settings, serve
 from tests.payloads import event, headers
 from tests.pgproxy import PgProxy
 
@@ -282,7 +282,7 @@ async def cron(w: World) -> httpx.Response:
 @scenario(CRON, "get", 502)
 async def cron_with_jira_confused(w: World) -> httpx.Response:
     await w.link()
-    await w.db.execute("UPDATE tracked SET next_due_at = now()")  # the link read it: due again
+    await w.db.execute(AGE_BY_A_TTL)  # the link read it: due again once a TTL passes
     w.sim.fail_next(1, 409)
     return await w.http.get("/api/v1/cron/jira-refresh")
 

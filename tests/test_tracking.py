@@ -9,14 +9,12 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.jira.client import JiraClient, open_session
 from service.metrics import Metrics
 from service.storage import issues as store
 from service.storage import links, tracking
-from service.storage.pool import open_pool
-from service.sync.poller import Poller
+from service.storage.pool import DatabaseUnavailableError, open_pool
+from service.sync.parts import jira_parts
 from service.sync.readlog import RECORD_EVERY_SECONDS, ReadLog
-from service.sync.refresh import Refresher
 from service.sync.schedule import forget_job
 from tests.factory import make_issue
 from tests.live import jira_settings, serve
@@ -25,10 +23,10 @@ WEEK = 7 * 86400.0
 
 
 async def poll_with(pool: asyncpg.Pool, settings: Settings, reads: list[str] | None = None):
-    async with open_session(settings) as session:
-        refresher = Refresher(pool, JiraClient(session, settings), settings.cache_ttl)
-        refresher.reads.note(reads or [])
-        return await Poller(pool, refresher, settings).poll()
+    async with jira_parts(settings, pool) as parts:
+        assert parts.refresher is not None and parts.poller is not None
+        parts.refresher.reads.note(reads or [])
+        return await parts.poller.poll()
 
 
 async def tracked(db: asyncpg.Pool) -> set[str]:
@@ -79,10 +77,10 @@ async def test_unread_keys_are_forgotten_and_linked_ones_kept(sim, settings, db)
     await tracking.track(db, ["ALPHA-2", "ALPHA-3"])
     await db.execute("UPDATE tracked SET read_at = now() - interval '8 days'")
     wired = jira_settings(settings, sim)
-    async with open_session(wired) as session:
-        refresher = Refresher(db, JiraClient(session, wired), wired.cache_ttl)
-        refresher.reads.note(["ALPHA-3"])  # read from the memo, not yet recorded
-        await forget_job(Poller(db, refresher, wired), WEEK)
+    async with jira_parts(wired, db) as parts:
+        assert parts.refresher is not None and parts.poller is not None
+        parts.refresher.reads.note(["ALPHA-3"])  # read from the memo, not yet recorded
+        await forget_job(parts.poller, WEEK)
     assert await tracked(db) == {"ALPHA-1", "ALPHA-3"}
 
 
@@ -158,11 +156,11 @@ async def test_metrics_query_postgresql_at_most_once_per_snapshot(db) -> None:
 
 
 async def test_a_pool_wait_is_bounded(database_url: str) -> None:
-    """With every connection taken, a query waits DB_ACQUIRE_TIMEOUT, then raises TimeoutError."""
+    """With every connection taken, a query waits DB_ACQUIRE_TIMEOUT, then fails as unavailable."""
     pool = await open_pool(database_url, 0, 1, acquire_timeout=0.2)
     try:
         async with pool.acquire():
-            with pytest.raises(TimeoutError):
+            with pytest.raises(DatabaseUnavailableError, match="TimeoutError"):
                 await pool.fetchval("SELECT 1")
     finally:
         await pool.close()
