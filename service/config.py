@@ -63,6 +63,7 @@ class Settings:
     cron_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    changes_retention_days: float = 7.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +112,7 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
+            changes_retention_days=read.number("CHANGES_RETENTION", float, 7.0, low=0.001),
         )
 
     @property

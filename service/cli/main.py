@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import uvicorn
 
+from service.cli import changes
 from service.cli import commands as tools
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a local Jira simulator (see simulate --help)", add_help=False
     )
     tools.add_commands(commands)
+    changes.add_command(commands)
     commands.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
@@ -71,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": migrate,
         "refresh": lambda settings: tools.refresh(settings, args),
         "dead-letters": lambda settings: tools.dead_letters(settings, args),
+        "changes": lambda settings: changes.run(settings, args),
     }
     try:
         return commands[args.command](settings)

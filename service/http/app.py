@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from service.config import Settings
+from service.http import changes, openapi, webhook
 from service.http import issues as api
-from service.http import openapi, webhook
 from service.http import refreshes as triggers
 from service.http.accesslog import Access
 from service.http.errors import DATABASE_DOWN, HANDLERS
@@ -25,6 +25,7 @@ from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import open_pool
+from service.sync import feed
 from service.sync.memo import Memo, listen
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
@@ -44,6 +45,7 @@ class State(TypedDict):
     jira: jira.JiraClient | None
     refresher: Refresher | None
     poller: Poller | None
+    feed: feed.Feed
 
 
 async def healthz(request: Request) -> Response:
@@ -120,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
                 await migrate.apply_migrations(connection)
             async with (
                 remembering(settings, dsn, metrics) as memo,
+                feed.running(pool, dsn) as follower,
                 jira_parts(settings, pool, metrics, memo) as (client, refresher, poller),
             ):
                 state = State(
@@ -130,7 +133,9 @@ def create_app(settings: Settings) -> Starlette:
                     jira=client,
                     refresher=refresher,
                     poller=poller,
+                    feed=follower,
                 )
+                metrics.watch_feed(follower)
                 yield dict(state)
         finally:
             await pool.close()
@@ -143,7 +148,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", get_metrics, methods=["GET"]),
             # Inside the Mount, so that a wrong method is a 405, not the Mount's 404; the
             # refresh routes first, so that .../jira/refresh is not read as a key.
-            Mount("/api/v1", routes=webhook.routes + triggers.routes + api.routes),
+            Mount("/api/v1", routes=webhook.routes + triggers.routes + api.routes + changes.routes),
         ],
         middleware=[
             Middleware(Access, metrics=metrics),

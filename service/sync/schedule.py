@@ -10,6 +10,7 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
+from service.storage import changes
 from service.storage import webhooks as deliveries
 from service.sync.poller import Poller
 
@@ -40,6 +41,15 @@ async def prune_job(pool: asyncpg.Pool, days: float) -> None:
     log.info("pruned webhook deliveries", extra={"count": pruned})
 
 
+async def prune_changes_job(pool: asyncpg.Pool, days: float) -> None:
+    try:
+        pruned = await changes.prune_changes(pool, days * 86400)
+    except Exception:
+        log.exception("pruning the change log failed")
+        return
+    log.info("pruned the change log", extra={"count": pruned})
+
+
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
     """Start the jobs; with JIRA_POLL_INTERVAL=0 only the pruning runs."""
     scheduler = AsyncIOScheduler(timezone=UTC)
@@ -60,6 +70,15 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         seconds=PRUNE_EVERY_SECONDS,
         args=[pool, settings.webhook_dedupe_days],
         id="prune",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        prune_changes_job,
+        "interval",
+        seconds=PRUNE_EVERY_SECONDS,
+        args=[pool, settings.changes_retention_days],
+        id="prune_changes",
         max_instances=1,
         coalesce=True,
     )
