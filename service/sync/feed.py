@@ -37,6 +37,7 @@ class Feed:
         self.pool, self.dsn = pool, dsn
         self.live = False
         self.closing = asyncio.Event()
+        self.tried = asyncio.Event()  # the listener's first connection attempt has ended
         self.notifications = self.wakes = 0
         self._wake = asyncio.Event()
         self._pending = False
@@ -104,6 +105,8 @@ class Feed:
                 await self._listen_once()
             except LOST as exc:
                 log.warning("change feed listener lost", extra={"error": type(exc).__name__})
+            finally:
+                self.tried.set()
             self.live = False
             self.wake()
             await _set_within(self.closing, RECONNECT_SECONDS)
@@ -115,6 +118,7 @@ class Feed:
         try:
             await connection.add_listener(CHANNEL, lambda *_: self.on_notify())
             self.live = True
+            self.tried.set()
             self.on_notify()  # entries written while nobody listened
             while not await _ended(lost, self.closing):
                 # A connection can die without a word (no FIN): ask it something now and then.
@@ -151,6 +155,8 @@ async def running(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[Feed]:
     feed = Feed(pool, dsn)
     listener = asyncio.create_task(feed.listen())
     try:
+        # Serve once the listener is up (or has failed once): a stream is live from its start.
+        await _set_within(feed.tried, PING_SECONDS)
         yield feed
     finally:
         await feed.close(listener)
