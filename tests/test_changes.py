@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import random
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -402,3 +404,50 @@ async def _at_least(found: list[Change], count: int) -> bool:
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+# jira-status-cache changes
+
+
+async def test_changes_command_follows_a_project_a_line_per_change(log, database_url) -> None:
+    """`changes --follow --project ID` prints a line per change of its issues; Ctrl-C ends it."""
+    await links.link(log, "checkout", "PRJ-1")
+    await store.upsert_issues(log, [make_issue(id=1, key="PRJ-1")], "poll")
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "service", "changes", "--follow", "--from", "beginning"],
+        *["--project", "checkout"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            first = (await process.stdout.readline()).decode()
+            await store.upsert_issues(log, [make_issue(id=2, key="PRJ-2")], "poll")
+            await store.upsert_issues(
+                log, [make_issue(id=1, key="PRJ-1", status=DONE, minutes=1)], "webhook"
+            )
+            second = (await process.stdout.readline()).decode()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = await process.communicate()
+    assert "PRJ-1" in first and "state: - -> 'ok'" in first
+    assert "PRJ-1" in second and "webhook" in second
+    assert "status: In Progress (indeterminate) -> Done (done)" in second
+    assert process.returncode == 0, stderr.decode()
+
+
+async def test_changes_command_without_follow_prints_the_log_and_exits(log, database_url) -> None:
+    """`changes` prints the whole retained log, oldest first, and exits 0."""
+    await store.upsert_issues(log, [make_issue(id=n, key=f"PRJ-{n}") for n in (1, 2)], "poll")
+    await settle(log)
+    result = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "service", "changes"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await result.communicate()
+    lines = out.decode().splitlines()
+    assert result.returncode == 0 and len(lines) == 2
+    assert "PRJ-1" in lines[0] and "PRJ-2" in lines[1]
