@@ -25,7 +25,6 @@ service's own transactions are short; the pause is as long as the longest one.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -225,11 +224,59 @@ def _change(row: asyncpg.Record) -> Change:
         cursor=Cursor(row["txid"], row["position"]),
         at=row["at"],
         source=row["source"],
-        fields=_fields(row["fields"]),
+        fields=_fields(row),
         cached=cached_from_row(row),
     )
 
 
-def _fields(raw: str) -> dict[str, list[Any]]:
-    decoded: dict[str, list[Any]] = json.loads(raw)
-    return decoded
+def _fields(row: asyncpg.Record) -> dict[str, list[Any]]:
+    """{"field": [old, new]} over the served fields the write changed (all, when created)."""
+    old, new = _served(row, "old_"), _served(row, "")
+    return {name: [old[name], new[name]] for name in new if _changed(name, old[name], new[name])}
+
+
+def _served(row: asyncpg.Record, prefix: str) -> dict[str, Any]:
+    """The served fields of the row's new (or, with prefix old_, previous) values."""
+    value = {name: row[prefix + name] for name in _SERVED_COLUMNS}
+    status = None
+    if value["status_id"] is not None:
+        status = {
+            "id": value["status_id"],
+            "name": value["status_name"],
+            "category": value["status_category"],
+        }
+    assignee = None
+    if value["assignee_account_id"] is not None:
+        assignee = {
+            "account_id": value["assignee_account_id"],
+            "display_name": value["assignee_display_name"],
+        }
+    return {
+        "key": value["key"],
+        "status": status,
+        "summary": value["summary"],
+        "assignee": assignee,
+        "priority": value["priority"],
+        "state": value["state"],
+    }
+
+
+def _changed(name: str, old: Any, new: Any) -> bool:
+    if name == "state":
+        # A failed read (state error) keeps the data: no change, as in the trigger's WHEN.
+        return bool(_SERVED_STATE.get(old, old) != _SERVED_STATE.get(new, new))
+    return bool(old != new)
+
+
+_SERVED_COLUMNS = (
+    "key",
+    "status_id",
+    "status_name",
+    "status_category",
+    "summary",
+    "assignee_account_id",
+    "assignee_display_name",
+    "priority",
+    "state",
+)
+_SERVED_STATE = {"error": "ok"}
