@@ -25,7 +25,10 @@ CHANNEL = "jsc_changes"  # see migrations/008_changes.sql
 RECONNECT_SECONDS = 1.0
 PING_SECONDS = 5.0
 FALLBACK_SECONDS = 1.0  # how often readers look while the listener is down
-SETTLE_FIRST, SETTLE_CAP = 0.001, 0.25  # seconds between horizon checks, doubling
+SETTLE_FIRST, SETTLE_CAP = 0.001, 0.05  # seconds between horizon checks, doubling
+# Notifications within this many seconds of a wake share the next one: every wake costs a
+# read per waiting reader, and a busy log notifies hundreds of times a second.
+WAKE_GAP = 0.01
 PAGE = 500
 LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -77,6 +80,7 @@ class Feed:
             with contextlib.suppress(*LOST):
                 await self._until_readable()
             self.wake()
+            await _set_within(self.closing, WAKE_GAP)
 
     async def _until_readable(self) -> None:
         row = await self.pool.fetchrow(_NEWEST)
