@@ -25,6 +25,7 @@ from service.storage import changes, links
 from service.storage import issues as store
 from service.storage.changes import Change, Cursor, Filter
 from service.sync import feed
+from service.sync.schedule import prune_changes_job
 from tests.factory import BASE_TIME, DONE, make_issue
 from tests.live import _Server, free_port, serve
 
@@ -305,6 +306,15 @@ async def test_pruning_keeps_the_retention_and_answers_410_behind_it(log, client
         assert response.json()["error"]["code"] == "cursor_expired"
     page = (await client.get("/api/v1/changes?from=beginning")).json()
     assert [entry["key"] for entry in page["changes"]] == ["PRJ-3"]
+
+
+async def test_the_scheduled_pruning_keeps_the_configured_days(log) -> None:
+    """The scheduler's job deletes entries older than CHANGES_RETENTION days, keeps the rest."""
+    await store.upsert_issues(log, [make_issue(id=n, key=f"PRJ-{n}") for n in (1, 2)], "poll")
+    await log.execute("UPDATE changes SET at = now() - interval '8 days' WHERE issue_id = 1")
+    await settle(log)
+    await prune_changes_job(log, 7.0)
+    assert [c.cached.issue.key for c in await read_all(log)] == ["PRJ-2"]
 
 
 # GET /api/v1/changes/stream
