@@ -230,6 +230,31 @@ async def test_an_older_transaction_writing_an_issue_last_keeps_the_issue_in_ord
     assert [c.fields["summary"] for c in found] == [["first", "second"], ["second", "third"]]
 
 
+async def test_a_reader_gets_changes_while_the_listener_is_down(log, database_url) -> None:
+    """With its LISTEN connection killed, the feed still delivers, then listens again."""
+    start = await changes.current_cursor(log)
+    seen: list[Change] = []
+    stop = asyncio.Event()
+
+    async def reader(follower: feed.Feed) -> None:
+        async for change in feed.follow(follower, start, ALL, stop):
+            seen.append(change)
+
+    async with feed.running(log, database_url) as follower:
+        tail = asyncio.create_task(reader(follower))
+        await log.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN \"jsc_changes\"%' AND datname = current_database()"
+        )
+        await eventually(lambda: _is(asyncio.sleep(0, follower.live), False))
+        await store.upsert_issues(log, [make_issue()], "poll")
+        await eventually(lambda: _at_least(seen, 1))
+        await eventually(lambda: _is(asyncio.sleep(0, follower.live), True))
+        stop.set()
+        await tail
+    assert [c.cached.issue.key for c in seen] == ["PRJ-7"]
+
+
 # GET /api/v1/changes
 
 
