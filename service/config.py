@@ -282,6 +282,9 @@ class Settings:
     db_acquire_timeout: float = setting(
         "DB_ACQUIRE_TIMEOUT", 5.0, real(0.1, 600), "longest wait for a database connection"
     )
+    changes_retention_days: float = setting(
+        "CHANGES_RETENTION", 7.0, real(0.001, 3650), "days the change log is kept"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

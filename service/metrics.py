@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.jira.client import JiraClient
+from service.sync.feed import Feed
 from service.sync.memo import Memo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -84,12 +85,19 @@ class Metrics:
         self.dead_letters = Counter(
             "jsc_dead_letters", "Webhook deliveries kept as dead letters", registry=r
         )
+        self.change_streams = Gauge("jsc_change_streams", "Open change streams (SSE)", registry=r)
+        self.change_events = Counter(
+            "jsc_change_stream_events", "Change entries sent on streams", registry=r
+        )
 
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))
 
     def watch_memo(self, memo: Memo) -> None:
         self.registry.register(MemoCollector(memo))
+
+    def watch_feed(self, feed: Feed) -> None:
+        self.registry.register(FeedCollector(feed))
 
     async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""
@@ -155,6 +163,23 @@ class MemoCollector(Collector):
         yield GaugeMetricFamily("jsc_memo_entries", "Issues held in memory", len(memo))
         yield GaugeMetricFamily(
             "jsc_memo_live", "1 while the change listener is connected", float(memo.live)
+        )
+
+
+class FeedCollector(Collector):
+    """The change feed's notifications heard, wakes of its readers, and its listener's state."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        feed = self.feed
+        yield CounterMetricFamily(
+            "jsc_change_feed_notifications", "Change notifications heard", feed.notifications
+        )
+        yield CounterMetricFamily("jsc_change_feed_wakes", "Wakes of waiting readers", feed.wakes)
+        yield GaugeMetricFamily(
+            "jsc_change_feed_live", "1 while the feed's listener is connected", float(feed.live)
         )
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from service import config
-from service.cli import commands, webhook
+from service.cli import changes, commands, webhook
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
 from service.storage import migrate as migrations
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_commands(subparsers)
     webhook.add_command(subparsers)
+    changes.add_command(subparsers)
     subparsers.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "refresh": lambda settings: commands.refresh(settings, args),
         "dead-letters": lambda settings: commands.dead_letters(settings, args),
         "webhook": lambda settings: webhook.main(settings, args),
+        "changes": lambda settings: changes.run(settings, args),
     }
     try:
         return run[args.command](settings)

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from service.config import Settings
-from service.http import issues, openapi, refreshes, webhook
+from service.http import changes, issues, openapi, refreshes, webhook
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
 from service.http.middleware import BodyLimit, Guard
@@ -23,6 +23,7 @@ from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
+from service.sync import feed
 from service.sync.memo import Memo, listen
 from service.sync.parts import jira_parts
 from service.sync.poller import Poller
@@ -43,6 +44,7 @@ class State(TypedDict):
     refresher: Refresher | None
     poller: Poller | None
     reader: Reader
+    feed: feed.Feed
 
 
 async def healthz(request: Request) -> Response:
@@ -104,7 +106,11 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 # Closed whenever the API is: an API token does not open them.
                 *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
                 *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
-                *guard(refreshes.routes + issues.routes, api, "an API or an admin token"),
+                *guard(
+                    refreshes.routes + issues.routes + changes.routes,
+                    api,
+                    "an API or an admin token",
+                ),
             ],
         ),
     ]
@@ -135,6 +141,7 @@ def create_app(settings: Settings) -> Starlette:
                 await migrate.apply_migrations(connection)
             async with (
                 remembering(settings, dsn, metrics) as memo,
+                feed.running(pool, dsn) as follower,
                 jira_parts(settings, pool, metrics, memo, scheduled=True) as parts,
             ):
                 state = State(
@@ -146,7 +153,9 @@ def create_app(settings: Settings) -> Starlette:
                     refresher=parts.refresher,
                     poller=parts.poller,
                     reader=parts.reader,
+                    feed=follower,
                 )
+                metrics.watch_feed(follower)
                 yield dict(state)
         finally:
             await pool.close()

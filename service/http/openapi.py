@@ -45,9 +45,13 @@ def document(settings: Settings) -> Schema:
         "openapi": "3.1.0",
         # The version of the API, as in /api/v1, not of the package.
         "info": {"title": "jira-status-cache", "version": "1", "description": ABOUT},
-        "paths": probe_paths() | issue_paths(settings) | link_paths() | hook_paths(),
+        "paths": probe_paths()
+        | issue_paths(settings)
+        | link_paths()
+        | hook_paths()
+        | change_paths(settings),
         "components": {
-            "schemas": shapes.schemas(REF) | link_schemas() | service_schemas(),
+            "schemas": shapes.schemas(REF) | link_schemas() | service_schemas() | change_schemas(),
             "securitySchemes": {"bearer": bearer()},
         },
     }
@@ -436,3 +440,83 @@ def webhook() -> Schema:
     )
     body = {"required": True, "content": {"application/json": {"schema": ref("WebhookEvent")}}}
     return found | {"requestBody": body}
+
+
+# The change log
+
+
+CURSOR = "^[0-9a-f]{32}$"
+
+
+def change_schemas() -> dict[str, Schema]:
+    """An entry of the change log, and a page of them."""
+    fields = {
+        "type": "object",
+        "description": "each served field that changed: [old, new]; a newly cached issue"
+        " lists what it has from null, with state [null, ok]",
+        "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2},
+        "propertyNames": choice("key", "status", "summary", "assignee", "priority", "state"),
+    }
+    return {
+        "Change": record(
+            cursor=text(pattern=CURSOR),
+            issue_id=text(pattern="^[0-9]+$"),
+            key=text(pattern=KEY_PATTERN.pattern),
+            at=text(format="date-time"),
+            source=choice("webhook", "sync", "poll", "refresh"),
+            fields=fields,
+            issue=ref("Issue"),
+        ),
+        "ChangePage": record(changes=array(ref("Change")), next=text(pattern=CURSOR)),
+    }
+
+
+def change_filters(settings: Settings) -> list[Schema]:
+    project_id = text(pattern=PROJECT_ID_PATTERN.pattern, examples=["checkout"])
+    start = choice("now", "beginning")
+    return [
+        parameter("query", "after", text(pattern=CURSOR), "a cursor: entries after it", False),
+        parameter("query", "from", start, "without after: now (default) or beginning", False),
+        parameter("query", "project_id", project_id, "only the issues it links", False),
+        keys_in_query(settings.max_batch_keys) | {"required": False},
+    ]
+
+
+def change_paths(settings: Settings) -> Schema:
+    codes = ("invalid_cursor", "invalid_from", "invalid_project_id", "invalid_key")
+    bad = fail("invalid input", *codes, "invalid_limit", "missing_keys", "too_many_keys")
+    expired = fail("entries after the cursor were pruned: read afresh", "cursor_expired")
+    page = {
+        "200": answer("the readable entries after the cursor, oldest first", ref("ChangePage")),
+        "400": bad,
+        "410": expired,
+        "503": unavailable("database_unavailable"),
+    }
+    events = {"text/event-stream": {"schema": text()}}
+    about = "`event: change`, `id:` the cursor, `data:` a Change as JSON; comment pings"
+    stream = page | {
+        "200": {"description": about, "content": events},
+        "400": fail("invalid input", *codes, "missing_keys", "too_many_keys"),
+    }
+    limit = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+    resume = parameter("header", "Last-Event-ID", text(pattern=CURSOR), "resume after it", False)
+    return {
+        "/api/v1/changes": {
+            "get": operation(
+                "getChanges",
+                "Changes after a cursor",
+                guarded(page),
+                *change_filters(settings),
+                parameter("query", "limit", limit, "at most this many", required=False),
+            )
+        },
+        "/api/v1/changes/stream": {
+            "get": operation(
+                "streamChanges",
+                "Changes as Server-Sent Events",
+                guarded(stream),
+                *change_filters(settings),
+                resume,
+            )
+        },
+    }

@@ -12,7 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
 from service.shapes import shape_report
-from service.storage import tracking, webhooks
+from service.storage import changes, tracking, webhooks
 from service.sync import registrar
 from service.sync.poller import Poller
 
@@ -56,6 +56,15 @@ async def forget_job(poller: Poller, seconds: float) -> None:
     log.info("forgot unread tracked keys", extra={"count": forgotten})
 
 
+async def prune_changes_job(pool: asyncpg.Pool, days: float) -> None:
+    try:
+        pruned = await changes.prune_changes(pool, days * 86400)
+    except Exception:
+        log.exception("pruning the change log failed")
+        return
+    log.info("pruned the change log", extra={"count": pruned})
+
+
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
     """Start the jobs; with JIRA_POLL_INTERVAL=0 only the pruning runs."""
     scheduler = AsyncIOScheduler(timezone=UTC)
@@ -85,6 +94,15 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         seconds=PRUNE_EVERY_SECONDS,
         args=[poller, settings.track_reads_for],
         id="forget",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        prune_changes_job,
+        "interval",
+        seconds=PRUNE_EVERY_SECONDS,
+        args=[pool, settings.changes_retention_days],
+        id="prune_changes",
         max_instances=1,
         coalesce=True,
     )

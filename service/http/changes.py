@@ -1,0 +1,160 @@
+"""HTTP routes of the change log: a page after a cursor, and a live Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import msgspec
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.config import Settings
+from service.http.errors import ApiError
+from service.http.issues import parse_keys
+from service.metrics import Metrics
+from service.model import check_project_id, render_time
+from service.shapes import shape_issue
+from service.storage import changes
+from service.storage.changes import Change, Cursor, CursorExpiredError, Filter, InvalidCursorError
+from service.storage.pool import DatabaseUnavailableError
+from service.sync.feed import Feed, follow
+
+log = logging.getLogger(__name__)
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+PING_SECONDS = 15  # a comment line that keeps proxies from closing an idle stream
+SHUTDOWN_GRACE_SECONDS = 2  # for a stream to end by itself before it is cancelled
+RETRY_MS = 2000  # how long a client's EventSource waits before it reconnects
+
+
+def render_change(change: Change, ttl: float, now: datetime) -> dict[str, Any]:
+    issue = change.cached.issue
+    return {
+        "cursor": change.cursor.encode(),
+        "issue_id": str(issue.id),
+        "key": issue.key,
+        "at": render_time(change.at),
+        "source": change.source,
+        "fields": change.fields,
+        "issue": msgspec.to_builtins(shape_issue(change.cached, ttl, now)),
+    }
+
+
+def parse_filter(request: Request) -> Filter:
+    settings: Settings = request.state.settings
+    project_id = request.query_params.get("project_id")
+    keys = request.query_params.get("keys")
+    return Filter(
+        project_id=None if project_id is None else check_project_id(project_id),
+        keys=None if keys is None else parse_keys(keys, settings.max_batch_keys),
+    )
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not re.fullmatch("[0-9]{1,4}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+async def start_cursor(request: Request, after: str | None) -> Cursor:
+    """The cursor to read after: the one given, else the log's start or now (`from=`)."""
+    start = request.query_params.get("from", "now")
+    if start not in ("now", "beginning"):
+        raise ApiError(400, "invalid_from", "from must be now or beginning")
+    if after is not None:
+        return _decode(after)
+    if start == "beginning":
+        return await changes.first_cursor(request.state.pool)
+    return await changes.current_cursor(request.state.pool)
+
+
+async def get_changes(request: Request) -> Response:
+    only = parse_filter(request)
+    limit = parse_limit(request.query_params.get("limit"))
+    after = await start_cursor(request, request.query_params.get("after"))
+    page = await _read(request, after, only, limit)
+    settings: Settings = request.state.settings
+    now = datetime.now(UTC)
+    return JSONResponse(
+        {
+            "changes": [render_change(change, settings.cache_ttl, now) for change in page.changes],
+            "next": page.next.encode(),
+        }
+    )
+
+
+async def stream_changes(request: Request) -> Response:
+    only = parse_filter(request)
+    # A reconnecting EventSource sends the id of the last event it received.
+    resumed = request.headers.get("last-event-id") or request.query_params.get("after")
+    after = await start_cursor(request, resumed)
+    await _read(request, after, only, 1)  # a bad or expired cursor answers before the stream
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        _events(request, after, only, shutdown),
+        ping=PING_SECONDS,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+async def _events(
+    request: Request, after: Cursor, only: Filter, shutdown: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    feed: Feed = request.state.feed
+    metrics: Metrics = request.state.metrics
+    ttl = request.state.settings.cache_ttl
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_stop_on(shutdown, stop))
+    metrics.change_streams.inc()
+    try:
+        yield ServerSentEvent(comment="following changes", retry=RETRY_MS)
+        async for change in follow(feed, after, only, stop):
+            body = json.dumps(render_change(change, ttl, datetime.now(UTC)))
+            yield ServerSentEvent(data=body, id=change.cursor.encode(), event="change")
+            metrics.change_events.inc()
+    except DatabaseUnavailableError as exc:
+        # The client reconnects with Last-Event-ID after RETRY_MS and loses nothing.
+        log.warning(
+            "change stream ended: database unreachable", extra={"error": type(exc).__name__}
+        )
+    finally:
+        watcher.cancel()
+        metrics.change_streams.dec()
+
+
+async def _stop_on(shutdown: anyio.Event, stop: asyncio.Event) -> None:
+    await shutdown.wait()
+    stop.set()
+
+
+async def _read(request: Request, after: Cursor, only: Filter, limit: int) -> changes.Page:
+    try:
+        return await changes.read_changes(request.state.pool, after, only, limit)
+    except InvalidCursorError as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    except CursorExpiredError as exc:
+        raise ApiError(410, "cursor_expired", str(exc)) from None
+
+
+def _decode(text: str) -> Cursor:
+    try:
+        return Cursor.decode(text)
+    except InvalidCursorError as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+
+
+routes = [
+    Route("/changes", get_changes, methods=["GET"]),
+    Route("/changes/stream", stream_changes, methods=["GET"]),
+]

@@ -1,0 +1,184 @@
+"""The process's one listener on the change log, waking every reader that waits for entries.
+
+Any number of streams (and, later, subscription deliveries) cost one LISTEN connection per
+process. A notification comes when a writer commits, but its entries are readable only once
+every older transaction has ended too (service/storage/changes.py), and nothing announces
+that: after a notification the feed checks the horizon, and again with a growing delay
+while it has not passed the announced entries, then wakes the readers once. It never polls
+the table otherwise, except once a second while its connection is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from service.storage import changes
+from service.storage.changes import Change, Cursor, Filter
+
+log = logging.getLogger(__name__)
+CHANNEL = "jsc_changes"  # see migrations/008_changes.sql
+RECONNECT_SECONDS = 1.0
+PING_SECONDS = 5.0
+FALLBACK_SECONDS = 1.0  # how often readers look while the listener is down
+SETTLE_FIRST, SETTLE_CAP = 0.001, 0.05  # seconds between horizon checks, doubling
+# Notifications within this many seconds of a wake share the next one: every wake costs a
+# read per waiting reader, and a busy log notifies hundreds of times a second.
+WAKE_GAP = 0.01
+PAGE = 500
+LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Feed:
+    """Wakes waiting readers when new entries of the change log become readable."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self.pool, self.dsn = pool, dsn
+        self.live = False
+        self.closing = asyncio.Event()
+        self.tried = asyncio.Event()  # the listener's first connection attempt has ended
+        self.notifications = self.wakes = 0
+        self._wake = asyncio.Event()
+        self._pending = False
+        self._settling: asyncio.Task[None] | None = None
+
+    def waiter(self) -> asyncio.Event:
+        """The event the next wake sets: take it before reading, then wait on it."""
+        return self._wake
+
+    def wake(self) -> None:
+        self.wakes += 1
+        self._wake.set()
+        self._wake = asyncio.Event()
+
+    async def wait(self, waiter: asyncio.Event, stop: asyncio.Event) -> None:
+        """Until woken, stopped or closing; while the listener is down, a second at most."""
+        events = (waiter, stop, self.closing)
+        waits = [asyncio.ensure_future(event.wait()) for event in events]
+        timeout = None if self.live else FALLBACK_SECONDS
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def on_notify(self) -> None:
+        self.notifications += 1
+        self._pending = True
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.create_task(self._settle())
+
+    async def _settle(self) -> None:
+        """Wake the readers once the entries announced so far are readable."""
+        while self._pending and not self.closing.is_set():
+            self._pending = False
+            # On trouble, wake anyway: the readers meet it too, and deal with it.
+            with contextlib.suppress(*LOST):
+                await self._until_readable()
+            self.wake()
+            await _set_within(self.closing, WAKE_GAP)
+
+    async def _until_readable(self) -> None:
+        row = await self.pool.fetchrow(_NEWEST)
+        newest, horizon = (row["newest"], row["horizon"]) if row else (None, 0)
+        delay = SETTLE_FIRST
+        while newest is not None and newest >= horizon:
+            if await _set_within(self.closing, delay):
+                return
+            delay = min(delay * 2, SETTLE_CAP)
+            horizon = await self.pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
+
+    async def close(self, listener: asyncio.Task[None]) -> None:
+        self.closing.set()
+        self.wake()
+        # Connecting to a PostgreSQL that does not answer could take the connect timeout.
+        await asyncio.wait([listener], timeout=1.0)
+        tasks = [task for task in (listener, self._settling) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def listen(self) -> None:
+        """Keep the LISTEN connection until closing; readers look now and then while it is down."""
+        while not self.closing.is_set():
+            try:
+                await self._listen_once()
+            except LOST as exc:
+                log.warning("change feed listener lost", extra={"error": type(exc).__name__})
+            finally:
+                self.tried.set()
+            self.live = False
+            self.wake()
+            await _set_within(self.closing, RECONNECT_SECONDS)
+
+    async def _listen_once(self) -> None:
+        connection = await asyncpg.connect(self.dsn, timeout=PING_SECONDS)
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        try:
+            await connection.add_listener(CHANNEL, lambda *_: self.on_notify())
+            self.live = True
+            self.tried.set()
+            self.on_notify()  # entries written while nobody listened
+            while not await _ended(lost, self.closing):
+                # A connection can die without a word (no FIN): ask it something now and then.
+                await connection.fetchval("SELECT 1", timeout=PING_SECONDS)
+        finally:
+            self.live = False
+            connection.terminate()
+
+
+_NEWEST = """
+SELECT (SELECT max(txid) FROM changes) AS newest,
+       pg_snapshot_xmin(pg_current_snapshot()) AS horizon
+"""
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
+
+
+async def _ended(lost: asyncio.Event, closing: asyncio.Event) -> bool:
+    """Wait up to PING_SECONDS for the connection to be lost or the feed closed."""
+    waits = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(closing.wait())]
+    done, pending = await asyncio.wait(waits, timeout=PING_SECONDS, return_when="FIRST_COMPLETED")
+    for task in pending:
+        task.cancel()
+    return bool(done)
+
+
+@contextlib.asynccontextmanager
+async def running(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[Feed]:
+    """The feed and its listener, for the lifespan; closing it ends every reader's wait."""
+    feed = Feed(pool, dsn)
+    listener = asyncio.create_task(feed.listen())
+    try:
+        # Serve once the listener is up (or has failed once): a stream is live from its start.
+        await _set_within(feed.tried, PING_SECONDS)
+        yield feed
+    finally:
+        await feed.close(listener)
+
+
+async def follow(
+    feed: Feed, after: Cursor, only: Filter, stop: asyncio.Event
+) -> AsyncIterator[Change]:
+    """Every entry after `after` as it becomes readable, until `stop` or the feed closes.
+
+    The reading loop of every follower (streams, and whatever else tails the log): it reads
+    what is readable, then waits for the feed's next wake, never polling in between.
+    """
+    while not (stop.is_set() or feed.closing.is_set()):
+        waiter = feed.waiter()  # taken before the read, so that no wake is missed
+        page = await changes.read_changes(feed.pool, after, only, PAGE)
+        for change in page.changes:
+            yield change
+        after = page.next
+        if not page.full:
+            await feed.wait(waiter, stop)
