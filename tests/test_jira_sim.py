@@ -14,8 +14,7 @@ from service.config import Settings
 from service.jira.client import JiraClient
 from service.storage import issues as store
 from service.sync.parts import jira_parts
-from tests.live import jira_settings, serve, sim_options
-from tests.test_reads import wait_until
+from tests.live import jira_settings, serve, sim_options, wait_until
 
 
 @pytest.fixture
@@ -159,6 +158,12 @@ async def test_max_age_refreshes_old_entries(sim, service, db: asyncpg.Pool) -> 
         sim.edit_summary(key, "changed in Jira")
         cached = await http.get(f"/api/v1/issues/{key}")
         await db.execute("UPDATE issues SET fetched_at = now() - interval '1 minute'")
+
+        # The memo learns of that write by PostgreSQL's notification: wait until it has.
+        async def aged() -> bool:
+            return (await http.get(f"/api/v1/issues/{key}")).json()["age_seconds"] > 30
+
+        await wait_until(aged)
         fresh = await http.get(f"/api/v1/issues/{key}", params={"max_age": "30"})
     assert cached.json()["summary"] != "changed in Jira"
     assert fresh.json()["summary"] == "changed in Jira"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 
 import asyncpg
 import httpx
@@ -21,14 +20,7 @@ from service.storage import links, tracking
 from service.sync.parts import Parts, jira_parts
 from service.sync.reads import JiraSlowError, Reader
 from tests.conftest import app_client
-from tests.live import free_port, jira_settings
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
+from tests.live import free_port, jira_settings, wait_until
 
 
 async def stored(db: asyncpg.Pool) -> int:

@@ -21,7 +21,7 @@ from service.cli.main import serving_app
 from service.config import Settings
 from service.storage import tracking
 from tests.conftest import app_client
-from tests.live import EMAIL, SECRET, TOKEN, _Server, free_port, jira_settings
+from tests.live import EMAIL, SECRET, TOKEN, _Server, free_port, jira_settings, wait_until
 from tests.payloads import encode, event, headers
 from tests.pgproxy import PgProxy
 
@@ -56,13 +56,6 @@ class TerminateWatch(PgProxy):
                 writer.write(data)
                 await writer.drain()
         writer.close()
-
-
-async def wait_until(check, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 async def deliver(http: aiohttp.ClientSession, url: str, number: int, accepted: list[int]) -> None:
