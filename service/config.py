@@ -63,6 +63,10 @@ class Settings:
     cron_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    sync_interval: float = 60.0
+    sync_overlap: float = 60.0
+    sync_recheck: float = 86400.0
+    webhook_grace: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -111,6 +115,10 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=read.choice("LOG_FORMAT", ("json", "text"), "json"),  # type: ignore[arg-type]
+            sync_interval=read.number("JIRA_SYNC_INTERVAL", float, 60.0, low=0),
+            sync_overlap=read.number("JIRA_SYNC_OVERLAP", float, 60.0, low=0),
+            sync_recheck=read.number("JIRA_SYNC_RECHECK", float, 86400.0, low=1),
+            webhook_grace=read.number("WEBHOOK_GRACE", float, 120.0, low=0),
         )
 
     @property

@@ -30,6 +30,7 @@ TABLES = [
     "missing_keys",
     "webhook_deliveries",
     "dead_letters",
+    "sync_projects",
 ]
 
 

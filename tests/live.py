@@ -42,6 +42,7 @@ def jira_settings(settings: Settings, sim: Simulator, **changes: object) -> Sett
         jira_pat=TOKEN,
         webhook_secret=SECRET,
         poll_interval=0.0,
+        sync_interval=0.0,
         jira_backoff_base=0.05,
         jira_backoff_cap=0.5,
         jira_breaker_cool_off=0.2,

@@ -25,10 +25,13 @@ from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import open_pool
+from service.sync.changes import Syncer
+from service.sync.health import WebhookHealth
 from service.sync.memo import Memo, listen
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
-from service.sync.schedule import start_scheduler
+from service.sync.schedule import add_sync_jobs, start_scheduler
+from service.sync.verified import Verified
 
 # Jira cannot send our bearer tokens: the webhook proves itself with its own secret,
 # and the cron endpoint also takes CRON_SECRET.
@@ -44,11 +47,15 @@ class State(TypedDict):
     jira: jira.JiraClient | None
     refresher: Refresher | None
     poller: Poller | None
+    verified: Verified
+    health: WebhookHealth
 
 
 async def healthz(request: Request) -> Response:
     client: jira.JiraClient | None = request.state.jira
-    return JSONResponse({"status": "ok", "jira": client.health if client else "unconfigured"})
+    jira_health = client.health if client else "unconfigured"
+    webhooks = request.state.health.verdict.as_json()
+    return JSONResponse({"status": "ok", "jira": jira_health, "webhooks": webhooks})
 
 
 async def readyz(request: Request) -> Response:
@@ -66,7 +73,11 @@ async def readyz(request: Request) -> Response:
 
 @contextlib.asynccontextmanager
 async def jira_parts(
-    settings: Settings, pool: asyncpg.Pool, metrics: Metrics, memo: Memo | None
+    settings: Settings,
+    pool: asyncpg.Pool,
+    metrics: Metrics,
+    memo: Memo | None,
+    watch: tuple[Verified, WebhookHealth],
 ) -> AsyncIterator[tuple[jira.JiraClient | None, Refresher | None, Poller | None]]:
     """The Jira session, client, refresher, poller and scheduler, when Jira is configured."""
     if settings.jira_base_url is None:
@@ -77,7 +88,12 @@ async def jira_parts(
         metrics.watch_jira(client)
         refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
         poller = Poller(pool, refresher, settings)
-        scheduler = start_scheduler(poller, pool, settings) if settings.poll_interval else None
+        scheduler = None
+        if settings.poll_interval or settings.sync_interval:
+            scheduler = start_scheduler(poller, pool, settings)
+            add_sync_jobs(
+                scheduler, Syncer(pool, client, settings, metrics, memo), *watch, settings
+            )
         try:
             yield client, refresher, poller
         finally:
@@ -111,6 +127,11 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
     dsn = settings.database_url
     metrics = Metrics()
+    watch = (
+        Verified(settings.sync_recheck),
+        WebhookHealth(bool(settings.webhook_secret), settings.webhook_grace),
+    )
+    metrics.watch_health(watch[1])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -120,7 +141,7 @@ def create_app(settings: Settings) -> Starlette:
                 await migrate.apply_migrations(connection)
             async with (
                 remembering(settings, dsn, metrics) as memo,
-                jira_parts(settings, pool, metrics, memo) as (client, refresher, poller),
+                jira_parts(settings, pool, metrics, memo, watch) as (client, refresher, poller),
             ):
                 state = State(
                     settings=settings,
@@ -130,6 +151,8 @@ def create_app(settings: Settings) -> Starlette:
                     jira=client,
                     refresher=refresher,
                     poller=poller,
+                    verified=watch[0],
+                    health=watch[1],
                 )
                 yield dict(state)
         finally:

@@ -25,9 +25,14 @@ def render_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def render_issue(cached: CachedIssue, ttl: float, now: datetime) -> dict[str, Any]:
+def render_issue(
+    cached: CachedIssue, ttl: float, now: datetime, verified_at: datetime | None = None
+) -> dict[str, Any]:
+    """The issue as served; its age counts from when it was last known current: its own
+    read, or a later sync round of its project that found no change to it."""
     issue = cached.issue
-    age = max(0.0, (now - cached.fetched_at).total_seconds())
+    known = cached.fetched_at if verified_at is None else max(cached.fetched_at, verified_at)
+    age = max(0.0, (now - known).total_seconds())
     return {
         "key": issue.key,
         "id": str(issue.id),
@@ -190,7 +195,8 @@ async def link_or_unlink(request: Request) -> Response:
 
 def render_issue_now(request: Request, cached: CachedIssue) -> dict[str, Any]:
     settings: Settings = request.state.settings
-    return render_issue(cached, settings.cache_ttl, datetime.now(UTC))
+    verified_at = request.state.verified.at(cached)
+    return render_issue(cached, settings.cache_ttl, datetime.now(UTC), verified_at)
 
 
 routes = [

@@ -165,6 +165,16 @@ class JiraClient:
             raise JiraError(call.endpoint, 200, "the user is not a JSON object")
         return body
 
+    @property
+    def flavor(self) -> str:
+        return self._flavor
+
+    async def call(
+        self, method: str, path: str, body: Any = None, accept: tuple[int, ...] = (200,)
+    ) -> tuple[int, Any]:
+        """One request under the REST API root (e.g. "/search/jql"), with every safeguard."""
+        return await self._send(_Call(method, f"{self._api}{path}", accept=accept, body=body))
+
     async def read_issue(self, key: str) -> Issue | None:
         """Read one issue by key or numeric id; None when Jira has none we may see."""
         raw = await self._get_issue(check_key(key))

@@ -11,10 +11,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
 from service.storage import webhooks as deliveries
+from service.sync.changes import Syncer
+from service.sync.health import WebhookHealth
 from service.sync.poller import Poller
+from service.sync.verified import Verified
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600
+VERIFIED_EVERY_SECONDS = 5  # how stale another replica's sync may look here
+HEALTH_EVERY_SECONDS = 30
 
 
 async def poll_job(poller: Poller) -> None:
@@ -38,6 +43,65 @@ async def prune_job(pool: asyncpg.Pool, days: float) -> None:
         log.exception("pruning webhook deliveries failed")
         return
     log.info("pruned webhook deliveries", extra={"count": pruned})
+
+
+async def sync_job(syncer: Syncer, verified: Verified, health: WebhookHealth) -> None:
+    try:
+        report = await syncer.sync(every=syncer.settings.sync_interval)
+        await verified.load(syncer.pool)  # our own round shows at once
+        await health.evaluate(syncer.pool)
+    except asyncio.CancelledError:
+        return
+    except Exception:
+        log.exception("sync round failed")
+        return
+    if report.synced or report.failed:
+        log.info("sync round", extra={"report": report.as_json()})
+
+
+async def watch_job(pool: asyncpg.Pool, verified: Verified, health: WebhookHealth | None) -> None:
+    """Reload what other replicas' rounds verified; judge the webhooks now and then."""
+    try:
+        await verified.load(pool)
+        if health is not None:
+            await health.evaluate(pool)
+    except Exception:
+        log.exception("reading sync watermarks failed")
+
+
+def add_sync_jobs(
+    scheduler: AsyncIOScheduler,
+    syncer: Syncer,
+    verified: Verified,
+    health: WebhookHealth,
+    settings: Settings,
+) -> None:
+    """The sync round every JIRA_SYNC_INTERVAL (0: none), and the watermark and health reads."""
+    common = {"trigger": "interval", "max_instances": 1, "coalesce": True}
+    if settings.sync_interval > 0:
+        scheduler.add_job(
+            sync_job,
+            seconds=settings.sync_interval,
+            args=[syncer, verified, health],
+            id="sync",
+            next_run_time=datetime.now(UTC),
+            **common,
+        )
+    scheduler.add_job(
+        watch_job,
+        seconds=VERIFIED_EVERY_SECONDS,
+        args=[syncer.pool, verified, None],
+        id="verified",
+        next_run_time=datetime.now(UTC),
+        **common,
+    )
+    scheduler.add_job(
+        watch_job,
+        seconds=HEALTH_EVERY_SECONDS,
+        args=[syncer.pool, verified, health],
+        id="health",
+        **common,
+    )
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
