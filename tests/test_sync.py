@@ -20,11 +20,13 @@ from service.storage import issues as store
 from service.storage import tracking, watermarks
 from service.sync.changes import Syncer
 from service.sync.health import WebhookHealth
-from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.verified import Verified
 from tests.live import jira_settings, sim_options
 from tests.test_memo import wait_for
+from tests.test_poller import poll_with
+from tests.test_tools import run as run_command
+from tests.test_tools import wired
 
 PROJECTS = [f"P{n:02d}" for n in range(1, 21)]
 
@@ -182,9 +184,7 @@ async def test_synced_issue_is_served_fresh_and_not_polled(sim, settings, db) ->
     served = render_issue(cached, 600.0, datetime.now(UTC), verified.at(cached))
     assert served["stale"] is False and served["age_seconds"] < 120
     sim.reset_counters()
-    async with open_session(wired) as session:
-        client = JiraClient(session, wired)
-        await Poller(db, Refresher(db, client, 600.0), wired).poll()
+    await poll_with(db, wired)
     assert sim.counters == {}
     due = await db.fetchval("SELECT min(next_due_at) - now() FROM tracked")
     assert timedelta(minutes=8) < due < timedelta(minutes=11)
@@ -200,9 +200,7 @@ async def test_stale_verification_is_polled(sim, settings, db) -> None:
     await db.execute("UPDATE sync_projects SET verified_at = now() - interval '1 hour'")
     await tracking.make_due(db, keys)
     sim.reset_counters()
-    async with open_session(wired) as session:
-        client = JiraClient(session, wired)
-        report = await Poller(db, Refresher(db, client, 600.0), wired).poll()
+    report = await poll_with(db, wired)
     assert sorted(report.results) == sorted(keys) and sim.counters
 
 
@@ -251,3 +249,15 @@ async def test_healthz_reports_webhooks_unconfigured(settings, db) -> None:
 def test_sim_options_has_search_lag() -> None:
     """The simulator's search index lag is a runtime option, off by default."""
     assert SimOptions().search_lag == 0.0
+
+
+async def test_sync_once_sums_up_and_check_names_the_failing_project(sim, db, database_url) -> None:
+    """`sync --once` syncs, prints a summary naming a dropped project; `check` names it too."""
+    keys = sim.seed(4, ["ALPHA", "BETA"])
+    await tracking.track(db, [*keys, "GONE-1"])
+    synced = await run_command("sync", "--once", **wired(database_url, sim))
+    checked = await run_command("check", **wired(database_url, sim))
+    assert synced.code == 1, synced.out + synced.err
+    assert "3/3 projects" in synced.out and "2 projects synced" in synced.out
+    assert "GONE: dropped from the search" in synced.out
+    assert checked.line("sync").split()[1] == "FAIL" and "GONE" in checked.line("sync")

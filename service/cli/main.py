@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import uvicorn
 
 from service.cli import commands as tools
+from service.cli import sync
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
 from service.storage.pool import open_pool, resolve_dsn
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="run a local Jira simulator (see simulate --help)", add_help=False
     )
     tools.add_commands(commands)
+    sync.add_command(commands)
     commands.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
@@ -71,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": migrate,
         "refresh": lambda settings: tools.refresh(settings, args),
         "dead-letters": lambda settings: tools.dead_letters(settings, args),
+        "sync": sync.sync_once,
     }
     try:
         return commands[args.command](settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -77,31 +78,23 @@ def add_sync_jobs(
     settings: Settings,
 ) -> None:
     """The sync round every JIRA_SYNC_INTERVAL (0: none), and the watermark and health reads."""
-    common = {"trigger": "interval", "max_instances": 1, "coalesce": True}
+    jobs: list[tuple[str, Any, float, list[Any]]] = [
+        ("verified", watch_job, VERIFIED_EVERY_SECONDS, [syncer.pool, verified, None]),
+        ("health", watch_job, HEALTH_EVERY_SECONDS, [syncer.pool, verified, health]),
+    ]
     if settings.sync_interval > 0:
+        jobs.append(("sync", sync_job, settings.sync_interval, [syncer, verified, health]))
+    for name, job, seconds, args in jobs:
         scheduler.add_job(
-            sync_job,
-            seconds=settings.sync_interval,
-            args=[syncer, verified, health],
-            id="sync",
+            job,
+            "interval",
+            seconds=seconds,
+            args=args,
+            id=name,
+            max_instances=1,
+            coalesce=True,
             next_run_time=datetime.now(UTC),
-            **common,
         )
-    scheduler.add_job(
-        watch_job,
-        seconds=VERIFIED_EVERY_SECONDS,
-        args=[syncer.pool, verified, None],
-        id="verified",
-        next_run_time=datetime.now(UTC),
-        **common,
-    )
-    scheduler.add_job(
-        watch_job,
-        seconds=HEALTH_EVERY_SECONDS,
-        args=[syncer.pool, verified, health],
-        id="health",
-        **common,
-    )
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
