@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from jira_simulator import SimOptions, Simulator
 from service.config import Settings
 from service.http.issues import render_issue
 from service.jira.client import JiraClient, open_session
+from service.metrics import Metrics
 from service.storage import issues as store
 from service.storage import tracking, watermarks
 from service.sync.changes import Syncer
@@ -261,3 +263,23 @@ async def test_sync_once_sums_up_and_check_names_the_failing_project(sim, db, da
     assert "3/3 projects" in synced.out and "2 projects synced" in synced.out
     assert "GONE: dropped from the search" in synced.out
     assert checked.line("sync").split()[1] == "FAIL" and "GONE" in checked.line("sync")
+
+
+async def test_metrics_report_rounds_changes_pages_and_lag(sim, settings, db) -> None:
+    """/metrics counts sync rounds, changes, pages, and each project's watermark lag."""
+    wired = jira_settings(settings, sim)
+    keys = sim.seed(3, ["ALPHA"])
+    await cache(db, wired, keys)
+    metrics = Metrics()
+    metrics.watch_health(WebhookHealth(True, 0.0))
+    async with open_session(wired) as session:
+        sync = Syncer(db, JiraClient(session, wired), wired, metrics)
+        await sync.sync()
+        sim.transition(keys[0])
+        await sync.sync()
+    await metrics.sample(db, wired.cache_ttl)
+    text = generate_latest(metrics.registry).decode()
+    assert 'jsc_sync_rounds_total{result="ok"} 2.0' in text
+    assert "jsc_sync_changes_total 1.0" in text and "jsc_sync_pages_total 2.0" in text
+    assert 'jsc_sync_watermark_lag_seconds{project="ALPHA"}' in text
+    assert 'jsc_webhooks_state{state="unknown"} 1.0' in text

@@ -111,9 +111,16 @@ def issue_schemas() -> dict[str, Schema]:
             priority=nullable(text()),
             jira_updated_at=stamp,
             fetched_at=stamp,
-            age_seconds={"type": "number", "minimum": 0},
-            stale={"type": "boolean"},
-            source=choice("webhook", "poll", "refresh"),
+            # Counted from when the issue was last known current: its own read, or a
+            # later successful sync round of its project that found it unchanged.
+            age_seconds={
+                "type": "number",
+                "minimum": 0,
+                "description": "seconds since the issue was last verified current: the later"
+                " of its own read (fetched_at) and its Jira project's last successful sync",
+            },
+            stale={"type": "boolean", "description": "age_seconds is over JIRA_CACHE_TTL"},
+            source=choice("webhook", "poll", "refresh", "sync"),
             state=choice("ok", "not_found", "deleted", "error"),
             error=nullable(text()),
         ),
@@ -127,6 +134,19 @@ def issue_schemas() -> dict[str, Schema]:
         "LinkList": record(project_id=project_id, links=array(ref("Link"))),
         "LinkResult": record(project_id=project_id, key=key, created={"type": "boolean"}),
     }
+
+
+def webhook_health() -> Schema:
+    """The fields of health.Verdict.as_json."""
+    count = {"type": "integer", "minimum": 0}
+    return record(
+        state=choice("ok", "missing", "silent", "unconfigured", "unknown"),
+        last_delivery_at=nullable(text(format="date-time")),
+        webhook_share_last_hour=nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        changes_last_hour={"type": "object", "additionalProperties": count},
+        missed_last_hour=count,
+        missing_projects=array(text()),
+    )
 
 
 def report_properties() -> dict[str, Schema]:
@@ -146,7 +166,11 @@ def service_schemas() -> dict[str, Schema]:
     return {
         "Report": record(**report_properties()),
         "ProjectReport": record(project_id=text(), **report_properties()),
-        "Health": record(status=choice("ok"), jira=choice("ok", "degraded", "unconfigured")),
+        "Health": record(
+            status=choice("ok"),
+            jira=choice("ok", "degraded", "unconfigured"),
+            webhooks=webhook_health(),
+        ),
         "Readiness": readiness | {"required": ["status", "database"]},
         "WebhookEvent": webhook_event(),
         "WebhookOutcome": record(outcome=outcome),
