@@ -24,6 +24,7 @@ from service.sync.changes import Syncer
 from service.sync.health import WebhookHealth
 from service.sync.refresh import Refresher
 from service.sync.verified import Verified
+from tests.conftest import app_client
 from tests.live import jira_settings, sim_options
 from tests.test_memo import wait_for
 from tests.test_poller import poll_with
@@ -241,8 +242,6 @@ async def test_health_turns_missing_and_back(sim, settings, db, http, caplog) ->
 
 async def test_healthz_reports_webhooks_unconfigured(settings, db) -> None:
     """Without JIRA_WEBHOOK_SECRET /healthz says the webhooks are unconfigured."""
-    from tests.conftest import app_client
-
     async with app_client(settings) as http:
         body = (await http.get("/healthz")).json()
     assert body["webhooks"]["state"] == "unconfigured"
