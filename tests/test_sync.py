@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from jira_simulator import SimOptions, Simulator
+from jira_simulator import Simulator
 from service.config import Settings
 from service.http.issues import render_issue
 from service.jira.client import JiraClient, open_session
@@ -247,9 +247,27 @@ async def test_healthz_reports_webhooks_unconfigured(settings, db) -> None:
     assert body["webhooks"]["state"] == "unconfigured"
 
 
-def test_sim_options_has_search_lag() -> None:
-    """The simulator's search index lag is a runtime option, off by default."""
-    assert SimOptions().search_lag == 0.0
+async def test_simulated_search_lags_and_refuses_unknown_projects(sim, settings) -> None:
+    """The simulator's search misses writes younger than its lag, and 400s unknown projects."""
+    (key,) = sim.seed(1, ["ALPHA"])
+    sim.options.search_lag = 3600.0
+    sim.transition(key)
+    async with open_session(jira_settings(settings, sim)) as session:
+        client = JiraClient(session, jira_settings(settings, sim))
+        recent = {"jql": "project = ALPHA AND updated >= -5m", "fields": ["status"]}
+        lagging = await client.call("POST", "/search/jql", recent)
+        sim.options.search_lag = 0.0
+        caught_up = await client.call("POST", "/search/jql", recent)
+        unknown = {"jql": 'project in ("ALPHA", "NOPE")'}
+        refused = await client.call("POST", "/search/jql", unknown, accept=(400,))
+    assert lagging[1]["issues"] == [] and len(caught_up[1]["issues"]) == 1
+    assert refused == (
+        400,
+        {
+            "errorMessages": ["The value 'NOPE' does not exist for the field 'project'."],
+            "errors": {},
+        },
+    )
 
 
 async def test_sync_once_sums_up_and_check_names_the_failing_project(sim, db, database_url) -> None:
