@@ -96,6 +96,17 @@ async def fail(executor: Executor, owner: str, project: str, error: str) -> bool
     return bool(before != error)
 
 
+async def renew(executor: Executor, owner: str, projects: Sequence[str], seconds: float) -> None:
+    """Hold the lease on for a round that takes long, e.g. many pages after a long outage."""
+    await executor.execute(
+        "UPDATE sync_projects SET lease_until = now() + make_interval(secs => $3)"
+        " WHERE project = ANY($2::text[]) AND lease_owner = $1",
+        owner,
+        list(projects),
+        seconds,
+    )
+
+
 async def release(executor: Executor, owner: str, projects: Sequence[str]) -> None:
     await executor.execute(
         "UPDATE sync_projects SET lease_owner = NULL, lease_until = NULL"

@@ -122,6 +122,9 @@ class Syncer:
         try:
             async for page in search.issues():
                 report.changes += await self._store(page)
+                await watermarks.renew(
+                    self.pool, self.owner, group.projects, self.settings.lease_seconds
+                )
         except JiraError as exc:
             for project in search.projects:
                 await self._fail(project, str(exc), report)
