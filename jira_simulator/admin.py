@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 RUNTIME_OPTIONS = frozenset(
     {
         "latency",
+        "search_lag",
         "rate_limit",
         "burst",
         "retry_after",

@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timezone", default="America/Chicago")
     parser.add_argument("--english", action="store_true", help="English category names")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search-lag", type=float, default=0.0, help="index lag, seconds")
     return parser
 
 
@@ -59,6 +60,7 @@ def _options(args: argparse.Namespace) -> SimOptions:
         webhook_secret=args.webhook_secret,
         webhook_secret_in_query=args.webhook_secret_in_query,
         seed=args.seed,
+        search_lag=args.search_lag,
     )
 
 

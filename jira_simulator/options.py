@@ -47,6 +47,8 @@ class SimOptions:
     webhook_backoff: float = 0.05
     webhook_max_tries: int = 5
     seed: int = 0
+    # Seconds a write takes to reach the search index: until then search does not find it.
+    search_lag: float = 0.0
 
     @property
     def checks_credentials(self) -> bool:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -140,10 +141,16 @@ def visible(request: web.Request, ref: str) -> SimIssue | None:
 
 
 def _run(request: web.Request, query: jql.Query) -> list[SimIssue]:
-    site = request.app[SIM].site
+    sim = request.app[SIM]
+    site = sim.site
     if request.get(ANONYMOUS):
         return jql.run(query, site, lambda ref: None, everyone=False)
-    return jql.run(query, site, site.lookup)
+    found = jql.run(query, site, site.lookup)
+    if sim.options.search_lag > 0:
+        # Jira's index lags its writes: an issue written just now is not found yet.
+        indexed = datetime.now(site.zone) - timedelta(seconds=sim.options.search_lag)
+        found = [issue for issue in found if issue.updated <= indexed]
+    return found
 
 
 def _jql_page(

@@ -285,6 +285,18 @@ class Settings:
     changes_retention_days: float = setting(
         "CHANGES_RETENTION", 7.0, real(0.001, 3650), "days the change log is kept"
     )
+    sync_interval: float = setting(
+        "JIRA_SYNC_INTERVAL", 60.0, real(0, DAY), "seconds between changed-since syncs; 0: off"
+    )
+    sync_overlap: float = setting(
+        "JIRA_SYNC_OVERLAP", 60.0, real(0, DAY), "seconds each sync round reaches back further"
+    )
+    sync_recheck: float = setting(
+        "JIRA_SYNC_RECHECK", 86400.0, real(1, YEAR), "seconds before a synced issue is read by key"
+    )
+    webhook_grace: float = setting(
+        "WEBHOOK_GRACE", 120.0, real(0, DAY), "seconds after which a change sync found is missed"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from service.jira.client import JiraClient
 from service.sync.feed import Feed
+from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,6 +31,12 @@ SELECT (SELECT count(*) FROM tracked) AS tracked,
          WHERE fetched_at < now() - make_interval(secs => $1)) AS stale,
        (SELECT coalesce(extract(epoch FROM now() - min(fetched_at)), 0)
           FROM issues WHERE state = 'ok') AS oldest
+"""
+
+_SYNC_QUERY = """
+SELECT project, error IS NOT NULL AS failing,
+       coalesce(extract(epoch FROM now() - verified_at), -1) AS lag
+  FROM sync_projects
 """
 
 
@@ -89,6 +96,28 @@ class Metrics:
         self.change_events = Counter(
             "jsc_change_stream_events", "Change entries sent on streams", registry=r
         )
+        self.sync_rounds = Counter(
+            "jsc_sync_rounds", "Changed-since sync rounds by result", ["result"], registry=r
+        )
+        self.sync_changes = Counter(
+            "jsc_sync_changes", "Changes that sync rounds found first", registry=r
+        )
+        self.sync_pages = Counter("jsc_sync_pages", "Search pages read by sync rounds", registry=r)
+        self.sync_seconds = Histogram(
+            "jsc_sync_round_seconds",
+            "Duration of sync rounds",
+            registry=r,
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.sync_lag = Gauge(
+            "jsc_sync_watermark_lag_seconds",
+            "Seconds since each project was last verified by a sync (-1: never)",
+            ["project"],
+            registry=r,
+        )
+        self.sync_failing = Gauge(
+            "jsc_sync_project_failing", "1 while a project's sync fails", ["project"], registry=r
+        )
 
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))
@@ -116,6 +145,44 @@ class Metrics:
             self.due.set(row["due"])
             self.stale.set(row["stale"])
             self.oldest.set(float(row["oldest"]))
+        await self.sample_sync(pool)
+
+    def watch_health(self, health: WebhookHealth) -> None:
+        self.registry.register(HealthCollector(health))
+
+    async def sample_sync(self, pool: asyncpg.Pool) -> None:
+        self.sync_lag.clear()
+        self.sync_failing.clear()
+        for row in await pool.fetch(_SYNC_QUERY):
+            self.sync_lag.labels(row["project"]).set(float(row["lag"]))
+            self.sync_failing.labels(row["project"]).set(1.0 if row["failing"] else 0.0)
+
+
+class HealthCollector(Collector):
+    """Changes of the last hour by who saw them first, and the missed webhooks among them."""
+
+    def __init__(self, health: WebhookHealth) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        verdict = self.health.verdict
+        changes = GaugeMetricFamily(
+            "jsc_changes_last_hour", "Changes by who saw them first", labels=["first_seen_by"]
+        )
+        for source in ("webhook", "sync", "poll", "refresh"):
+            changes.add_metric([source], float(verdict.changes.get(source, 0)))
+        yield changes
+        yield GaugeMetricFamily(
+            "jsc_webhooks_missed_last_hour",
+            "Changes found by sync or poll later than WEBHOOK_GRACE",
+            float(verdict.missed),
+        )
+        state = GaugeMetricFamily(
+            "jsc_webhooks_state", "1 for the webhook health", labels=["state"]
+        )
+        for name in ("ok", "missing", "silent", "unconfigured", "unknown"):
+            state.add_metric([name], 1.0 if verdict.state == name else 0.0)
+        yield state
 
 
 class JiraCollector(Collector):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 Category = Literal["new", "indeterminate", "done", "unknown"]
-Source = Literal["webhook", "poll", "refresh"]
+Source = Literal["webhook", "poll", "refresh", "sync"]
 State = Literal["ok", "not_found", "deleted", "error"]
 
 # A tuple, not a set: `in` compares, so a key that is a list or an object cannot raise.

@@ -55,7 +55,14 @@ class Issue(Shape, frozen=True):
     priority: str | None
     jira_updated_at: Time
     fetched_at: Time
-    age_seconds: Annotated[float, msgspec.Meta(ge=0)]
+    age_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0,
+            description="seconds since the issue was last verified current: the later of its"
+            " own read (fetched_at) and its Jira project's last successful sync",
+        ),
+    ]
     stale: bool
     source: Source
     state: State
@@ -111,10 +118,14 @@ class DeadLetters(Shape, frozen=True):
 DOCUMENTED = (Issue, Report, ProjectReport, DeadLetter, DeadLetters)
 
 
-def shape_issue(cached: CachedIssue, ttl: float, now: datetime) -> Issue:
-    """The issue as GET answers it at `now`: stale once fetched more than `ttl` seconds ago."""
+def shape_issue(
+    cached: CachedIssue, ttl: float, now: datetime, verified_at: datetime | None = None
+) -> Issue:
+    """The issue as GET answers it at `now`: stale once last known current more than `ttl`
+    seconds ago, by its own read or a later sync round of its project that found no change."""
     issue = cached.issue
-    age = max(0.0, (now - cached.fetched_at).total_seconds())
+    known = cached.fetched_at if verified_at is None else max(cached.fetched_at, verified_at)
+    age = max(0.0, (now - known).total_seconds())
     status = issue.status
     assignee = issue.assignee
     return Issue(

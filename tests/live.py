@@ -50,7 +50,9 @@ def jira_settings(settings: Settings, sim: Simulator, **changes: object) -> Sett
         backoff_cap=0.5,
         breaker_cool_off=0.2,
     )
-    wired = dataclasses.replace(settings, jira=jira, webhook_secret=SECRET, poll_interval=0.0)
+    wired = dataclasses.replace(
+        settings, jira=jira, webhook_secret=SECRET, poll_interval=0.0, sync_interval=0.0
+    )
     return rewire(wired, **changes)
 
 

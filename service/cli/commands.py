@@ -172,7 +172,12 @@ async def check_db(settings: Settings) -> list[Finding]:
     try:
         version = await connection.fetchval("SHOW server_version")
         found = Finding("database", True, f"PostgreSQL {version} at {redact_dsn(dsn)}")
-        return [found, await check_migrations(connection)]
+        migrations = await check_migrations(connection)
+        if migrations.ok and "pending" not in migrations.detail:
+            from service.cli.sync import check_sync  # it imports this module
+
+            return [found, migrations, await check_sync(connection)]
+        return [found, migrations]
     finally:
         await connection.close()
 
@@ -200,8 +205,9 @@ class Progress:
 
     WIDTH = 30
 
-    def __init__(self, total: int, out: TextIO) -> None:
+    def __init__(self, total: int, out: TextIO, unit: str = "keys") -> None:
         self.total = total
+        self.unit = unit
         self.done = 0
         self.out = out
         self.live = out.isatty()
@@ -211,9 +217,9 @@ class Progress:
         if self.live:
             filled = self.WIDTH * self.done // self.total
             bar = "#" * filled + "." * (self.WIDTH - filled)
-            self.out.write(f"\r[{bar}] {self.done}/{self.total} keys")
+            self.out.write(f"\r[{bar}] {self.done}/{self.total} {self.unit}")
         else:
-            self.out.write(f"{self.done}/{self.total} keys\n")
+            self.out.write(f"{self.done}/{self.total} {self.unit}\n")
         self.out.flush()
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from service import config
-from service.cli import changes, commands, webhook
+from service.cli import changes, commands, sync, webhook
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
 from service.storage import migrate as migrations
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_commands(subparsers)
     webhook.add_command(subparsers)
     changes.add_command(subparsers)
+    sync.add_command(subparsers)
     subparsers.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dead-letters": lambda settings: commands.dead_letters(settings, args),
         "webhook": lambda settings: webhook.main(settings, args),
         "changes": lambda settings: changes.run(settings, args),
+        "sync": sync.sync_once,
     }
     try:
         return run[args.command](settings)

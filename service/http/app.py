@@ -24,11 +24,13 @@ from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync import feed
+from service.sync.health import WebhookHealth
 from service.sync.memo import Memo, listen
 from service.sync.parts import jira_parts
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
+from service.sync.verified import Verified
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
@@ -45,11 +47,15 @@ class State(TypedDict):
     poller: Poller | None
     reader: Reader
     feed: feed.Feed
+    verified: Verified
+    health: WebhookHealth
 
 
 async def healthz(request: Request) -> Response:
     client: jira.JiraClient | None = request.state.jira
-    return JSONResponse({"status": "ok", "jira": client.health if client else "unconfigured"})
+    jira_health = client.health if client else "unconfigured"
+    webhooks = request.state.health.verdict.as_json()
+    return JSONResponse({"status": "ok", "jira": jira_health, "webhooks": webhooks})
 
 
 async def readyz(request: Request) -> Response:
@@ -132,6 +138,11 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
     dsn = settings.database_url
     metrics = Metrics()
+    watch = (
+        Verified(settings.sync_recheck),
+        WebhookHealth(bool(settings.webhook_secret), settings.webhook_grace),
+    )
+    metrics.watch_health(watch[1])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -142,7 +153,7 @@ def create_app(settings: Settings) -> Starlette:
             async with (
                 remembering(settings, dsn, metrics) as memo,
                 feed.running(pool, dsn) as follower,
-                jira_parts(settings, pool, metrics, memo, scheduled=True) as parts,
+                jira_parts(settings, pool, metrics, memo, watch) as parts,
             ):
                 state = State(
                     settings=settings,
@@ -154,6 +165,8 @@ def create_app(settings: Settings) -> Starlette:
                     poller=parts.poller,
                     reader=parts.reader,
                     feed=follower,
+                    verified=watch[0],
+                    health=watch[1],
                 )
                 metrics.watch_feed(follower)
                 yield dict(state)

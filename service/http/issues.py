@@ -139,7 +139,8 @@ async def link_or_unlink(request: Request) -> Response:
 
 def render_issue_now(request: Request, cached: CachedIssue) -> Issue:
     settings: Settings = request.state.settings
-    return shape_issue(cached, settings.cache_ttl, datetime.now(UTC))
+    verified_at = request.state.verified.at(cached)
+    return shape_issue(cached, settings.cache_ttl, datetime.now(UTC), verified_at)
 
 
 routes = [

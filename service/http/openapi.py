@@ -125,6 +125,19 @@ def link_schemas() -> dict[str, Schema]:
     }
 
 
+def webhook_health() -> Schema:
+    """The fields of health.Verdict.as_json."""
+    count = {"type": "integer", "minimum": 0}
+    return record(
+        state=choice("ok", "missing", "silent", "unconfigured", "unknown"),
+        last_delivery_at=nullable(text(format="date-time")),
+        webhook_share_last_hour=nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        changes_last_hour={"type": "object", "additionalProperties": count},
+        missed_last_hour=count,
+        missing_projects=array(text()),
+    )
+
+
 def service_schemas() -> dict[str, Schema]:
     readiness = record(
         status=choice("ready", "unavailable"),
@@ -133,7 +146,11 @@ def service_schemas() -> dict[str, Schema]:
     )
     outcome = choice("applied", "stale", "duplicate", "ignored", "due")
     return {
-        "Health": record(status=choice("ok"), jira=choice("ok", "degraded", "unconfigured")),
+        "Health": record(
+            status=choice("ok"),
+            jira=choice("ok", "degraded", "unconfigured"),
+            webhooks=webhook_health(),
+        ),
         "Readiness": readiness | {"required": ["status", "database"]},
         "WebhookEvent": webhook_event(),
         "WebhookOutcome": record(outcome=outcome),

@@ -164,6 +164,16 @@ class JiraClient:
         """One call to any endpoint through the gate, retries and breaker; for other modules."""
         return await self._send(_Call(method, path, accept=accept, body=body))
 
+    @property
+    def flavor(self) -> str:
+        return self._flavor
+
+    async def call(
+        self, method: str, path: str, body: Any = None, accept: tuple[int, ...] = (200,)
+    ) -> tuple[int, Any]:
+        """One request under the REST API root (e.g. "/search/jql"), with every safeguard."""
+        return await self.request(method, f"{self._api}{path}", accept, body)
+
     async def read_issue(self, key: str) -> Issue | None:
         """Read one issue by key or numeric id; None when Jira has none we may see."""
         raw = await self._get_issue(check_key(key))

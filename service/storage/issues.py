@@ -33,10 +33,10 @@ written AS (
     INSERT INTO issues AS i (
         id, key, status_id, status_name, status_category, summary,
         assignee_account_id, assignee_display_name, priority, jira_updated_at,
-        fetched_at, source, state, error, failures, deleted_at)
+        fetched_at, source, state, error, failures, deleted_at, changed_by, changed_at)
     SELECT id, key, status_id, status_name, status_category, summary,
            assignee_account_id, assignee_display_name, priority, jira_updated_at,
-           now(), $11, 'ok', NULL, 0, NULL
+           now(), $11, 'ok', NULL, 0, NULL, $11, now()
       FROM incoming
     ON CONFLICT (id) DO UPDATE SET
         key = excluded.key, status_id = excluded.status_id,
@@ -45,7 +45,12 @@ written AS (
         assignee_display_name = excluded.assignee_display_name,
         priority = excluded.priority, jira_updated_at = excluded.jira_updated_at,
         fetched_at = now(), source = excluded.source, state = 'ok', error = NULL,
-        failures = 0, deleted_at = NULL
+        failures = 0, deleted_at = NULL,
+        -- who saw this version first, for webhook health (see service/sync/health.py)
+        changed_by = CASE WHEN i.jira_updated_at < excluded.jira_updated_at
+                          THEN excluded.source ELSE i.changed_by END,
+        changed_at = CASE WHEN i.jira_updated_at < excluded.jira_updated_at
+                          THEN now() ELSE i.changed_at END
      WHERE i.jira_updated_at <= excluded.jira_updated_at
        AND (i.deleted_at IS NULL OR i.deleted_at < excluded.jira_updated_at)
     RETURNING i.id, i.key, i.jira_updated_at AS current,

@@ -12,11 +12,14 @@ import asyncpg
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.metrics import Metrics
+from service.sync.catchup import Syncer
+from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
-from service.sync.schedule import start_scheduler
+from service.sync.schedule import add_sync_jobs, start_scheduler
+from service.sync.verified import Verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +38,12 @@ async def jira_parts(
     pool: asyncpg.Pool,
     metrics: Metrics | None = None,
     memo: Memo | None = None,
-    scheduled: bool = False,
+    watch: tuple[Verified, WebhookHealth] | None = None,
 ) -> AsyncIterator[Parts]:
     """Build the parts, and on exit drain background reads, stop the poller, close the session.
 
-    `scheduled` also runs the poll scheduler (for `serve`, when JIRA_POLL_INTERVAL is set).
+    With `watch` (for `serve`), the scheduler also runs: the poll, the changed-since sync and
+    the watermark and webhook-health reads that fill `watch`, as their intervals say.
     """
     if settings.jira is None:
         yield Parts(Reader(pool, memo, None, settings))
@@ -51,8 +55,11 @@ async def jira_parts(
         refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
         poller = Poller(pool, refresher, settings)
         reader = Reader(pool, memo, refresher, settings)
-        scheduled = scheduled and bool(settings.poll_interval)
-        scheduler = start_scheduler(poller, pool, settings) if scheduled else None
+        scheduler = None
+        if watch is not None and (settings.poll_interval or settings.sync_interval):
+            scheduler = start_scheduler(poller, pool, settings)
+            syncer = Syncer(pool, client, settings, metrics, memo)
+            add_sync_jobs(scheduler, syncer, *watch, settings)
         try:
             yield Parts(reader, client, refresher, poller)
         finally:

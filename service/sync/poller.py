@@ -14,7 +14,7 @@ import asyncpg
 from service.config import Settings
 from service.jira.client import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
 from service.storage import issues as store
-from service.storage import tracking
+from service.storage import tracking, watermarks
 from service.sync.refresh import Refresher, Report
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,21 @@ class Poller:
                 settings.lease_seconds,
                 settings.cache_ttl,
             )
-            if not handled or (keys and not await self._poll_batch(keys, total)):
+            if not handled:
+                break
+            keys = await self._skip_verified(keys)
+            if keys and not await self._poll_batch(keys, total):
                 break
         total.finished = time.monotonic()
         return total
+
+    async def _skip_verified(self, keys: list[str]) -> list[str]:
+        """Hand back, unread, the keys a sync round has shown current within the TTL."""
+        settings = self.settings
+        verified = await watermarks.release_verified(
+            self.pool, self.owner, keys, settings.cache_ttl, settings.sync_recheck
+        )
+        return [key for key in keys if key not in verified]
 
     async def _poll_batch(self, keys: list[str], total: Report) -> bool:
         """Read one claimed batch; answer whether the cycle should go on."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -14,10 +15,15 @@ from service.config import Settings
 from service.shapes import shape_report
 from service.storage import changes, tracking, webhooks
 from service.sync import registrar
+from service.sync.catchup import Syncer
+from service.sync.health import WebhookHealth
 from service.sync.poller import Poller
+from service.sync.verified import Verified
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600
+VERIFIED_EVERY_SECONDS = 5  # how stale another replica's sync may look here
+HEALTH_EVERY_SECONDS = 30
 
 
 async def poll_job(poller: Poller) -> None:
@@ -63,6 +69,57 @@ async def prune_changes_job(pool: asyncpg.Pool, days: float) -> None:
         log.exception("pruning the change log failed")
         return
     log.info("pruned the change log", extra={"count": pruned})
+
+
+async def sync_job(syncer: Syncer, verified: Verified, health: WebhookHealth) -> None:
+    try:
+        report = await syncer.sync(every=syncer.settings.sync_interval)
+        await verified.load(syncer.pool)  # our own round shows at once
+        await health.evaluate(syncer.pool)
+    except asyncio.CancelledError:
+        return
+    except Exception:
+        log.exception("sync round failed")
+        return
+    if report.synced or report.failed:
+        log.info("sync round", extra={"report": report.as_json()})
+
+
+async def watch_job(pool: asyncpg.Pool, verified: Verified, health: WebhookHealth | None) -> None:
+    """Reload what other replicas' rounds verified; judge the webhooks now and then."""
+    try:
+        await verified.load(pool)
+        if health is not None:
+            await health.evaluate(pool)
+    except Exception:
+        log.exception("reading sync watermarks failed")
+
+
+def add_sync_jobs(
+    scheduler: AsyncIOScheduler,
+    syncer: Syncer,
+    verified: Verified,
+    health: WebhookHealth,
+    settings: Settings,
+) -> None:
+    """The sync round every JIRA_SYNC_INTERVAL (0: none), and the watermark and health reads."""
+    jobs: list[tuple[str, Any, float, list[Any]]] = [
+        ("verified", watch_job, VERIFIED_EVERY_SECONDS, [syncer.pool, verified, None]),
+        ("health", watch_job, HEALTH_EVERY_SECONDS, [syncer.pool, verified, health]),
+    ]
+    if settings.sync_interval > 0:
+        jobs.append(("sync", sync_job, settings.sync_interval, [syncer, verified, health]))
+    for name, job, seconds, args in jobs:
+        scheduler.add_job(
+            job,
+            "interval",
+            seconds=seconds,
+            args=args,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:

@@ -1,0 +1,115 @@
+"""Jira's search for issues of some projects changed since a time, page by page.
+
+How the time is expressed, and why:
+- JQL dates without a zone (`updated >= "2026-11-29 10:00"`) are read in the time zone of
+  the Jira user running the search, which is neither ours nor the site's, and have minute
+  precision: a wrong zone silently shifts the window by hours. Relative dates
+  (`updated >= -7m`) count back from Jira's own "now", in no zone at all. So we send the
+  window as whole minutes back, rounded up: the window only ever grows.
+- Jira's clock is not ours. Counting back from Jira's now, a Jira clock ahead of ours by d
+  seconds starts the window d seconds late; the sync round's overlap covers that.
+- Jira's search index lags writes by seconds (Cloud says so), so a round cannot vouch for
+  the last moments before it started. The round therefore claims to have verified only up
+  to its start minus the overlap, and the next round searches from there again. Re-reading
+  an issue is harmless: every write goes forward by Jira's `updated` only.
+- A project that does not exist, or that our user may not browse, fails the whole JQL with
+  400, naming it in `errorMessages`; it is dropped and the search runs again without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.jira.client import FIELDS, JiraClient, JiraError
+from service.model import InvalidIssueError, Issue, normalize_issue
+
+# Projects per query, so that no JQL grows unbounded; issues per page (Jira's usual cap
+# when fields are asked for).
+PROJECTS_PER_QUERY = 50
+PAGE_SIZE = 100
+_UNKNOWN_PROJECT = re.compile(r"The value '([^']+)' does not exist for the field 'project'")
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ChangeSearch:
+    """A search of `projects` for issues updated in the last `seconds`; pages as they come."""
+
+    client: JiraClient
+    projects: list[str]
+    seconds: float
+    dropped: dict[str, str] = field(default_factory=dict)
+    pages: int = 0
+    invalid: int = 0
+
+    def jql(self) -> str:
+        minutes = max(1, math.ceil(self.seconds / 60))
+        names = ", ".join(f'"{project}"' for project in self.projects)
+        return f"project in ({names}) AND updated >= -{minutes}m ORDER BY updated ASC"
+
+    async def issues(self) -> AsyncIterator[list[Issue]]:
+        """Every page's issues, following every page; a dropped project restarts the search."""
+        cursor: Any = None
+        while self.projects:
+            status, body = await self._page(cursor)
+            if status == 400:
+                self._drop_named(body)
+                cursor = None
+                continue
+            self.pages += 1
+            yield self._read(body)
+            cursor = self._next(body, cursor)
+            if cursor is None:
+                return
+
+    async def _page(self, cursor: Any) -> tuple[int, Any]:
+        body: dict[str, Any] = {"jql": self.jql(), "fields": list(FIELDS)}
+        body["maxResults"] = PAGE_SIZE
+        if self.client.flavor == "dc":
+            body["startAt"] = cursor or 0
+            return await self.client.call("POST", "/search", body, accept=(200, 400))
+        if cursor is not None:
+            body["nextPageToken"] = cursor
+        return await self.client.call("POST", "/search/jql", body, accept=(200, 400))
+
+    def _next(self, body: Any, cursor: Any) -> Any:
+        """The next page's cursor: Cloud's token, or Data Center's next startAt; None at the end."""
+        if not isinstance(body, dict):
+            return None
+        if self.client.flavor != "dc":
+            token = body.get("nextPageToken")
+            return token if isinstance(token, str) and token and not body.get("isLast") else None
+        issues, total = body.get("issues") or [], body.get("total")
+        start = (cursor or 0) + len(issues)
+        return start if issues and isinstance(total, int) and start < total else None
+
+    def _read(self, body: Any) -> list[Issue]:
+        raw = body.get("issues") if isinstance(body, dict) else None
+        if not isinstance(raw, list):
+            raise JiraError("POST search", 200, "the answer has no list of issues")
+        found = []
+        for item in raw:
+            try:
+                found.append(normalize_issue(item))
+            except InvalidIssueError:
+                self.invalid += 1
+        return found
+
+    def _drop_named(self, body: Any) -> None:
+        messages = [str(m) for m in (body.get("errorMessages") or [])] if body else []
+        named = {m[1].upper() for text in messages if (m := _UNKNOWN_PROJECT.search(text))}
+        gone = named & set(self.projects)
+        if not gone:
+            raise JiraError("POST search", 400, "; ".join(messages)[:300] or "no error message")
+        for project in sorted(gone):
+            self.dropped[project] = next(t for t in messages if f"'{project}'" in t.upper())
+        self.projects = [project for project in self.projects if project not in gone]
+
+
+def chunks(projects: Sequence[str], size: int = PROJECTS_PER_QUERY) -> list[list[str]]:
+    return [list(projects[i : i + size]) for i in range(0, len(projects), size)]
