@@ -15,14 +15,14 @@ from prometheus_client import generate_latest
 
 from jira_simulator import Simulator
 from service.config import Settings
-from service.http.issues import render_issue
 from service.jira.client import JiraClient, open_session
 from service.metrics import Metrics
+from service.shapes import shape_issue
 from service.storage import issues as store
 from service.storage import tracking, watermarks
 from service.sync.catchup import Syncer
 from service.sync.health import WebhookHealth
-from service.sync.refresh import Refresher
+from service.sync.parts import jira_parts
 from service.sync.verified import Verified
 from tests.conftest import app_client
 from tests.live import jira_settings, sim_options
@@ -36,16 +36,16 @@ PROJECTS = [f"P{n:02d}" for n in range(1, 21)]
 
 @contextlib.asynccontextmanager
 async def syncer(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[Syncer]:
-    async with open_session(settings) as session:
-        yield Syncer(pool, JiraClient(session, settings), settings)
+    async with jira_parts(settings, pool) as parts:
+        assert parts.client is not None
+        yield Syncer(pool, parts.client, settings)
 
 
 async def cache(pool: asyncpg.Pool, settings: Settings, keys: list[str]) -> None:
     """Read the keys into the cache and track them, as a first GET would."""
-    async with open_session(settings) as session:
-        await Refresher(pool, JiraClient(session, settings), settings.cache_ttl).refresh(
-            keys, "refresh"
-        )
+    async with jira_parts(settings, pool) as parts:
+        assert parts.refresher is not None
+        await parts.refresher.refresh(keys, "refresh")
     await tracking.track(pool, keys)
 
 
@@ -184,8 +184,8 @@ async def test_synced_issue_is_served_fresh_and_not_polled(sim, settings, db) ->
     await verified.load(db)
     cached = await store.select_by_key(db, keys[0])
     assert cached is not None
-    served = render_issue(cached, 600.0, datetime.now(UTC), verified.at(cached))
-    assert served["stale"] is False and served["age_seconds"] < 120
+    served = shape_issue(cached, 600.0, datetime.now(UTC), verified.at(cached))
+    assert served.stale is False and served.age_seconds < 120
     sim.reset_counters()
     await poll_with(db, wired)
     assert sim.counters == {}
@@ -201,6 +201,7 @@ async def test_stale_verification_is_polled(sim, settings, db) -> None:
     async with syncer(db, wired) as sync:
         await sync.sync()
     await db.execute("UPDATE sync_projects SET verified_at = now() - interval '1 hour'")
+    await db.execute("UPDATE issues SET fetched_at = now() - interval '1 hour'")
     await tracking.make_due(db, keys)
     sim.reset_counters()
     report = await poll_with(db, wired)
@@ -252,8 +253,10 @@ async def test_simulated_search_lags_and_refuses_unknown_projects(sim, settings)
     (key,) = sim.seed(1, ["ALPHA"])
     sim.options.search_lag = 3600.0
     sim.transition(key)
-    async with open_session(jira_settings(settings, sim)) as session:
-        client = JiraClient(session, jira_settings(settings, sim))
+    wired = jira_settings(settings, sim).jira
+    assert wired is not None
+    async with open_session(wired) as session:
+        client = JiraClient(session, wired)
         recent = {"jql": "project = ALPHA AND updated >= -5m", "fields": ["status"]}
         lagging = await client.call("POST", "/search/jql", recent)
         sim.options.search_lag = 0.0
@@ -289,8 +292,9 @@ async def test_metrics_report_rounds_changes_pages_and_lag(sim, settings, db) ->
     await cache(db, wired, keys)
     metrics = Metrics()
     metrics.watch_health(WebhookHealth(True, 0.0))
-    async with open_session(wired) as session:
-        sync = Syncer(db, JiraClient(session, wired), wired, metrics)
+    async with jira_parts(wired, db, metrics) as parts:
+        assert parts.client is not None
+        sync = Syncer(db, parts.client, wired, metrics)
         await sync.sync()
         sim.transition(keys[0])
         await sync.sync()
