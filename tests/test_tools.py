@@ -12,8 +12,7 @@ import asyncpg
 
 from jira_simulator import Simulator
 from service.cli.commands import check_migrations
-from service.storage import links, tracking
-from service.storage import webhooks as deliveries
+from service.storage import links, tracking, webhooks
 from tests.live import EMAIL, SECRET, TOKEN, free_port
 
 COMMAND = [sys.executable, "-m", "service"]
@@ -157,7 +156,7 @@ async def test_refresh_stops_when_jira_refuses(db: asyncpg.Pool, database_url: s
 async def test_dead_letters_newest_first(db: asyncpg.Pool, database_url: str, sim) -> None:
     """dead-letters lists the newest first, up to --limit; --json gives each whole."""
     for number in range(3):
-        await deliveries.add_dead_letter(db, f"d-{number}", f"problem {number}", '{"x": 1}')
+        await webhooks.add_dead_letter(db, f"d-{number}", f"problem {number}", '{"x": 1}')
     listed = await run("dead-letters", "--limit", "2", **wired(database_url, sim))
     as_json = await run("dead-letters", "--json", **wired(database_url, sim))
     assert listed.code == 0, listed.err

@@ -20,8 +20,7 @@ from service.config import ConfigError, Settings
 from service.jira import client as jira
 from service.model import InvalidProjectIdError, check_project_id
 from service.shapes import shape_letter, shape_report
-from service.storage import links, migrate, tracking
-from service.storage import webhooks as deliveries
+from service.storage import links, migrate, tracking, webhooks
 from service.storage.pool import UNREACHABLE as DATABASE_DOWN
 from service.storage.pool import open_pool, redact_dsn, resolve_dsn
 from service.storage.webhooks import WHOLE
@@ -300,7 +299,7 @@ def dead_letters(settings: Settings, args: argparse.Namespace, out: TextIO = sys
 async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out: TextIO) -> int:
     async with database(settings) as pool:
         # --json gives each body whole; the listing shows 160 characters of it.
-        letters = await deliveries.list_dead_letters(pool, limit, preview=WHOLE if as_json else 200)
+        letters = await webhooks.list_dead_letters(pool, limit, preview=WHOLE if as_json else 200)
     if not letters and not as_json:
         print("no dead letters", file=out)
     for letter in letters:
@@ -308,7 +307,7 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
     return 0
 
 
-def render_letter(letter: deliveries.DeadLetter) -> str:
+def render_letter(letter: webhooks.DeadLetter) -> str:
     shaped = shape_letter(letter)
     body = " ".join(shaped.body.split())
     body = body if len(body) <= 160 and not shaped.truncated else body[:157] + "..."
@@ -319,5 +318,5 @@ def render_letter(letter: deliveries.DeadLetter) -> str:
     )
 
 
-def render_json(letter: deliveries.DeadLetter) -> str:
+def render_json(letter: webhooks.DeadLetter) -> str:
     return msgspec.json.encode(shape_letter(letter)).decode()
