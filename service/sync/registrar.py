@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
 from service.jira import webhooks
@@ -132,17 +131,3 @@ async def manage_job(
         log.warning("cannot update the Jira webhook's filter: %s", error)
     except Exception:
         log.exception("managing the Jira webhook failed")
-
-
-def add_job(
-    scheduler: AsyncIOScheduler, pool: asyncpg.Pool, client: JiraClient, settings: Settings
-) -> None:
-    scheduler.add_job(
-        manage_job,
-        "interval",
-        seconds=EVERY_SECONDS,
-        args=[pool, client, settings],
-        id="webhook_filter",
-        max_instances=1,
-        coalesce=True,
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,67 +104,49 @@ def add_sync_jobs(
     settings: Settings,
 ) -> None:
     """The sync round every JIRA_SYNC_INTERVAL (0: none), and the watermark and health reads."""
-    jobs: list[tuple[str, Any, float, list[Any]]] = [
-        ("verified", watch_job, VERIFIED_EVERY_SECONDS, [syncer.pool, verified, None]),
-        ("health", watch_job, HEALTH_EVERY_SECONDS, [syncer.pool, verified, health]),
-    ]
+    every(scheduler, "verified", watch_job, VERIFIED_EVERY_SECONDS, syncer.pool, verified, None)
+    every(scheduler, "health", watch_job, HEALTH_EVERY_SECONDS, syncer.pool, verified, health)
     if settings.sync_interval > 0:
-        jobs.append(("sync", sync_job, settings.sync_interval, [syncer, verified, health]))
-    for name, job, seconds, args in jobs:
-        scheduler.add_job(
-            job,
-            "interval",
-            seconds=seconds,
-            args=args,
-            id=name,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),
-        )
+        every(scheduler, "sync", sync_job, settings.sync_interval, syncer, verified, health)
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
-    """Start the jobs; with JIRA_POLL_INTERVAL=0 only the pruning runs."""
+    """Start the jobs; with JIRA_POLL_INTERVAL=0 the poll does not run, the housekeeping does."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     if settings.poll_interval > 0:
-        scheduler.add_job(
-            poll_job,
-            "interval",
-            seconds=settings.poll_interval,
-            args=[poller],
-            id="poll",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),
-        )
-    scheduler.add_job(
-        prune_job,
-        "interval",
-        seconds=PRUNE_EVERY_SECONDS,
-        args=[pool, settings.webhook_dedupe_days, settings.dead_letter_retention_days],
-        id="prune",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        forget_job,
-        "interval",
-        seconds=PRUNE_EVERY_SECONDS,
-        args=[poller, settings.track_reads_for],
-        id="forget",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        prune_changes_job,
-        "interval",
-        seconds=PRUNE_EVERY_SECONDS,
-        args=[pool, settings.changes_retention_days],
-        id="prune_changes",
-        max_instances=1,
-        coalesce=True,
-    )
+        every(scheduler, "poll", poll_job, settings.poll_interval, poller)
+    days, letter_days = settings.webhook_dedupe_days, settings.dead_letter_retention_days
+    hourly = PRUNE_EVERY_SECONDS
+    every(scheduler, "prune", prune_job, hourly, pool, days, letter_days, at_once=False)
+    every(scheduler, "forget", forget_job, hourly, poller, settings.track_reads_for, at_once=False)
+    retention = settings.changes_retention_days
+    every(scheduler, "prune_changes", prune_changes_job, hourly, pool, retention, at_once=False)
     if settings.webhook_manage:
-        registrar.add_job(scheduler, pool, poller.refresher.client, settings)
+        client = poller.refresher.client
+        manage = registrar.manage_job
+        seconds = registrar.EVERY_SECONDS
+        every(scheduler, "webhook_filter", manage, seconds, pool, client, settings, at_once=False)
     scheduler.start()
     return scheduler
+
+
+def every(
+    scheduler: AsyncIOScheduler,
+    name: str,
+    job: Callable[..., Awaitable[None]],
+    seconds: float,
+    *args: Any,
+    at_once: bool = True,
+) -> None:
+    """Run `job` every `seconds`, never two at once, missed runs coalesced; first run now."""
+    first = {"next_run_time": datetime.now(UTC)} if at_once else {}
+    scheduler.add_job(
+        job,
+        "interval",
+        seconds=seconds,
+        args=list(args),
+        id=name,
+        max_instances=1,
+        coalesce=True,
+        **first,
+    )
