@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
+
+from tests.conftest import app_client
 
 LONG_KEY = "PRJ-" + "7" * 3000
 
@@ -31,3 +35,18 @@ async def test_a_long_project_id_is_400(client: httpx.AsyncClient) -> None:
     response = await client.put(f"/api/v1/projects/{'p' * 3000}/jira/PRJ-1")
     assert response.status_code == 400 and len(response.text) < 500
     assert response.json()["error"]["code"] == "invalid_project_id"
+
+
+async def test_a_streamed_body_over_the_limit_is_413(db, settings) -> None:
+    """A body sent in chunks, with no Content-Length, is cut at the limit with 413."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b"x" * 1024
+
+    async with app_client(
+        settings, webhook_secret="s", max_body_bytes=2048, webhook_max_body_bytes=2048
+    ) as http:
+        response = await http.post("/api/v1/webhooks/jira?secret=s", content=chunks())
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"

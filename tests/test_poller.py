@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.storage import issues as store
 from service.storage import tracking, webhooks
+from service.sync.parts import jira_parts
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.schedule import poll_job, prune_job, start_scheduler
@@ -141,3 +143,17 @@ async def test_stop_hands_back_keys_of_a_batch_stuck_on_jira(sim, settings, db) 
     leased = await db.fetchval("SELECT count(*) FROM tracked WHERE lease_owner IS NOT NULL")
     due = await db.fetchval("SELECT count(*) FROM tracked WHERE next_due_at <= now()")
     assert stopped_in < 2 and leased == 0 and due == 20
+
+
+async def test_a_poll_stops_claiming_past_its_budget(sim, settings, db) -> None:
+    """Past JIRA_POLL_BUDGET a run claims no more batches; the rest stay due."""
+    keys = sim.seed(20, ["ALPHA"])
+    await tracking.track(db, keys)
+    ticks = itertools.count(0, 0.6)  # the budget of 1 s is spent after the first batch
+    wired = jira_settings(settings, sim, poll_batch_size=5, poll_budget=1.0)
+    async with jira_parts(wired, db) as parts:
+        assert parts.poller is not None
+        parts.poller.clock = lambda: next(ticks)
+        report = await parts.poller.poll()
+    due = await db.fetchval("SELECT count(*) FROM tracked WHERE next_due_at <= now()")
+    assert len(report.results) == 5 and due == 15

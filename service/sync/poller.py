@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 
 import asyncpg
 
@@ -39,6 +40,7 @@ class Poller:
         self._running: asyncio.Task[Report] | None = None
         self.report = Report()  # the current or last cycle's, filled in batch by batch
         self._settings_followed = False
+        self.clock: Callable[[], float] = time.monotonic  # the budget's clock; tests set it
 
     async def poll(self) -> Report:
         """Run a cycle now, or join the one already running."""
@@ -84,9 +86,9 @@ class Poller:
     async def _claim_and_read(self) -> Report:
         total = self.report = Report()
         settings = self.settings
-        deadline = time.monotonic() + settings.poll_budget
+        deadline = self.clock() + settings.poll_budget
         await self._prepare()
-        while not self.stopping and time.monotonic() < deadline:
+        while not self.stopping and self.clock() < deadline:
             keys, handled = await tracking.claim_due(
                 self.pool,
                 self.owner,
