@@ -30,7 +30,8 @@ SELECT (SELECT count(*) FROM tracked) AS tracked,
        (SELECT count(*) FROM issues
          WHERE fetched_at < now() - make_interval(secs => $1)) AS stale,
        (SELECT coalesce(extract(epoch FROM now() - min(fetched_at)), 0)
-          FROM issues WHERE state = 'ok') AS oldest
+          FROM issues WHERE state = 'ok') AS oldest,
+       (SELECT count(*) FROM dead_letters) AS dead_letters
 """
 
 _SYNC_QUERY = """
@@ -84,6 +85,9 @@ class Metrics:
         self.tracked = Gauge("jsc_tracked_issues", "Keys the poller keeps fresh", registry=r)
         self.due = Gauge("jsc_due_issues", "Tracked keys due for a read now", registry=r)
         self.stale = Gauge("jsc_stale_issues", "Cached issues older than the TTL", registry=r)
+        self.letters_held = Gauge(
+            "jsc_dead_letters_held", "Dead letters kept (pruned after their retention)", registry=r
+        )
         self.oldest = Gauge(
             "jsc_cache_oldest_age_seconds", "Age of the oldest cached issue", registry=r
         )
@@ -145,6 +149,7 @@ class Metrics:
             self.due.set(row["due"])
             self.stale.set(row["stale"])
             self.oldest.set(float(row["oldest"]))
+            self.letters_held.set(row["dead_letters"])
         await self.sample_sync(pool)
 
     def watch_health(self, health: WebhookHealth) -> None:

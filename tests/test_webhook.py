@@ -361,7 +361,7 @@ async def test_old_dead_letters_are_pruned(db) -> None:
 
 
 async def test_dead_letters_are_counted_in_metrics(hooks, db) -> None:
-    """Each delivery kept as a dead letter counts in jsc_dead_letters_total."""
+    """Each delivery kept as a dead letter counts in jsc_dead_letters_total, and those held."""
     await hooks.post(PATH, content=b"{not json", headers=headers(b"{not json"))
     scraped = (await hooks.get("/metrics")).text
-    assert "jsc_dead_letters_total 1.0" in scraped
+    assert "jsc_dead_letters_total 1.0" in scraped and "jsc_dead_letters_held 1.0" in scraped
