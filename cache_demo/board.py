@@ -44,6 +44,7 @@ class View:
     poll_interval: float
     ttl: float
     rows: int
+    sync_interval: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +175,14 @@ def footer(rows: list[Row], view: View, sim: Simulator, healed: list[Healed]) ->
         f"{len(rows)} linked; cached {written}",
         f"webhooks: {len(sim.hooks.events) - dropped} sent, {dropped} dropped",
         f"a poll every {view.poll_interval:g}s reads what is older than {view.ttl:g}s (the TTL)",
-        f"! {behind} behind Jira: their webhook was lost, and a poll heals them",
+        *(
+            [f"a sync every {view.sync_interval:g}s asks Jira what changed"]
+            * bool(view.sync_interval)
+        ),
+        f"! {behind} behind Jira: their webhook was lost; a sync or a poll heals them",
     ]
+    if view.sync_interval:
+        lines.insert(3, f"a sync every {view.sync_interval:g}s asks Jira what changed")
     if healed:
         last = healed[-1]
         lines.append(

@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     add("--drop", type=float, default=0.2, help="share of webhooks dropped, the first at once")
     add("--poll-interval", type=float, default=2.0, help="JIRA_POLL_INTERVAL, seconds")
     add("--ttl", type=float, default=10.0, help="JIRA_CACHE_TTL, seconds")
+    add("--sync-interval", type=float, default=3.0, help="JIRA_SYNC_INTERVAL, seconds; 0: off")
     add("--redraw", type=float, default=1.0, help="seconds between redraws of the table")
     add("--rows", type=int, default=0, help="rows in the table; 0 fits the terminal")
     return parser
@@ -109,6 +110,7 @@ async def serve(
         jira=JiraSettings(base_url=sim.base_url, email=EMAIL, api_token=TOKEN),
         webhook_secret=SECRET,
         poll_interval=args.poll_interval,
+        sync_interval=args.sync_interval,
         log_level="WARNING",
     )
     config = uvicorn.Config(
@@ -138,7 +140,15 @@ async def show(
     async with aiohttp.ClientSession(base_url=url) as http:
         await link_all(http, sim)
         team = Team(sim, keys, args.every, args.drop)
-        view = View(url, sim.base_url, tuple(PROJECTS), args.poll_interval, args.ttl, args.rows)
+        view = View(
+            url,
+            sim.base_url,
+            tuple(PROJECTS),
+            args.poll_interval,
+            args.ttl,
+            args.rows,
+            args.sync_interval,
+        )
         board = Board(http, sim, team, view, sys.stdout)
         tasks = [asyncio.create_task(team.run()), asyncio.create_task(board.run(args.redraw))]
         stopped = asyncio.create_task(stop.wait())
