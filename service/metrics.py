@@ -29,7 +29,9 @@ SELECT (SELECT count(*) FROM tracked) AS tracked,
        (SELECT count(*) FROM issues
          WHERE fetched_at < now() - make_interval(secs => $1)) AS stale,
        (SELECT coalesce(extract(epoch FROM now() - min(fetched_at)), 0)
-          FROM issues WHERE state = 'ok') AS oldest
+          FROM issues WHERE state = 'ok') AS oldest,
+       (SELECT count(*) FROM subscriptions WHERE paused_at IS NULL) AS active,
+       (SELECT count(*) FROM subscriptions WHERE paused_at IS NOT NULL) AS paused
 """
 
 
@@ -89,6 +91,15 @@ class Metrics:
         self.change_events = Counter(
             "jsc_change_stream_events", "Change entries sent on streams", registry=r
         )
+        self.deliveries = Counter(
+            "jsc_subscription_deliveries",
+            "Delivery attempts to subscribers by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "jsc_subscriptions", "Subscriptions by state", ["state"], registry=r
+        )
 
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))
@@ -116,6 +127,8 @@ class Metrics:
             self.due.set(row["due"])
             self.stale.set(row["stale"])
             self.oldest.set(float(row["oldest"]))
+            self.subscriptions.labels("active").set(row["active"])
+            self.subscriptions.labels("paused").set(row["paused"])
 
 
 class JiraCollector(Collector):

@@ -30,6 +30,7 @@ TABLES = [
     "webhook_deliveries",
     "dead_letters",
     "schedule_basis",
+    "subscriptions",
 ]
 
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from service.config import Settings
-from service.http import changes, issues, openapi, refreshes, webhook
+from service.http import changes, issues, openapi, refreshes, subscriptions, webhook
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
 from service.http.middleware import BodyLimit, Guard
@@ -23,7 +23,7 @@ from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
-from service.sync import feed
+from service.sync import feed, subscribers
 from service.sync.memo import Memo, listen
 from service.sync.parts import jira_parts
 from service.sync.poller import Poller
@@ -45,6 +45,7 @@ class State(TypedDict):
     poller: Poller | None
     reader: Reader
     feed: feed.Feed
+    deliveries: subscribers.Deliveries | None
 
 
 async def healthz(request: Request) -> Response:
@@ -107,7 +108,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
                 *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
                 *guard(
-                    refreshes.routes + issues.routes + changes.routes,
+                    refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
                     api,
                     "an API or an admin token",
                 ),
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> Starlette:
                 remembering(settings, dsn, metrics) as memo,
                 feed.running(pool, dsn) as follower,
                 jira_parts(settings, pool, metrics, memo, scheduled=True) as parts,
+                subscribers.running(settings, follower, metrics) as deliveries,
             ):
                 state = State(
                     settings=settings,
@@ -154,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
                     poller=parts.poller,
                     reader=parts.reader,
                     feed=follower,
+                    deliveries=deliveries,
                 )
                 metrics.watch_feed(follower)
                 yield dict(state)
