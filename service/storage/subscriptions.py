@@ -109,7 +109,8 @@ async def lag(executor: Executor, subscription: Subscription) -> Lag:
 _CLAIM = """
 WITH free AS (
     SELECT id FROM subscriptions
-     WHERE paused_at IS NULL AND (lease_until IS NULL OR lease_until < now())
+     WHERE paused_at IS NULL
+       AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $1)
        AND NOT (id = ANY($3::bigint[]))
      ORDER BY id
      FOR UPDATE SKIP LOCKED
@@ -124,7 +125,11 @@ RETURNING s.*
 async def claim(
     executor: Executor, owner: str, seconds: float, held: Sequence[int]
 ) -> list[Subscription]:
-    """Lease every unpaused subscription nobody holds (but those in `held`)."""
+    """Lease every unpaused subscription nobody holds, and this owner's not in `held`.
+
+    An owner's own lease outside `held` is one whose worker ended (the database went away
+    under it, say): the next claim starts it again rather than waiting for the lease to end.
+    """
     rows = await executor.fetch(_CLAIM, owner, seconds, list(held))
     return [_subscription(row) for row in rows]
 

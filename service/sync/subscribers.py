@@ -63,20 +63,23 @@ class Deliveries:
         self._nudge.set()
 
     async def run(self) -> None:
-        """Renew and claim leases every third of a lease, until stopped."""
-        lease = self.settings.subscription_lease
+        """Renew and claim leases every third of a lease, or when nudged, until stopped."""
         while not self.stop.is_set():
-            try:
-                await self.tick()
-            except LOST as exc:
-                log.warning("subscription leases not renewed", extra={"error": type(exc).__name__})
             self._nudge.clear()
             waits = [asyncio.ensure_future(e.wait()) for e in (self.stop, self._nudge)]
-            await asyncio.wait(waits, timeout=lease / 3, return_when="FIRST_COMPLETED")
+            timeout = self.settings.subscription_lease / 3
+            await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
             for task in waits:
                 task.cancel()
+            await self.tick()
 
     async def tick(self) -> None:
+        try:
+            await self._renew_and_claim()
+        except LOST as exc:
+            log.warning("subscription leases not renewed", extra={"error": type(exc).__name__})
+
+    async def _renew_and_claim(self) -> None:
         lease = self.settings.subscription_lease
         for done in [i for i, task in self.workers.items() if task.done()]:
             del self.workers[done]
@@ -107,8 +110,11 @@ class Deliveries:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        if not self._held_until:
+            return  # nothing to hand back: no need to reach the database at all
         with contextlib.suppress(*LOST):
-            await subscriptions.release(self.pool, self.owner)
+            # Bounded: with the database gone, the leases simply run out.
+            await asyncio.wait_for(subscriptions.release(self.pool, self.owner), SHUTDOWN_SECONDS)
 
     async def _work(self, subscription: Subscription) -> None:
         # The top of a background job: whatever goes wrong is logged, and the lease runs
@@ -214,10 +220,12 @@ async def running(
         return
     async with notify.open_session(settings.subscription_timeout) as session:
         deliveries = Deliveries(feed, session, settings, metrics)
+        await deliveries.tick()  # before serving: a replica starts delivering at once
         runner = asyncio.create_task(deliveries.run())
         try:
             yield deliveries
         finally:
-            deliveries.stop.set()
+            # Only lease bookkeeping: it may be waiting on an unreachable database.
+            runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
             await deliveries.close()
