@@ -13,22 +13,26 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench import procs
+from bench import db, procs, webhooks
 from bench.load import percentile
 from bench.payloads import signed_bodies
 from bench.report import Figure, Results
+from bench.runs import measured
 from bench.world import SECRET, WEBHOOK_PATH, World
 
 RATE = 200  # changes per second, as the issue asks
 STEP = 90  # the payloads' step: its own summaries, never another scenario's
 GIVE_UP = 10.0  # seconds after the last send for the last receipt
 SEQUENCE = re.compile(r"delivery ([0-9]+)$")
+TRIGGERS = ("issues_changed_insert", "issues_changed_update")  # migrations/008_changes.sql
+ORDER = (True, False, False, True)  # change log on/off: ABBA, so that drift cancels out
 
 
 class Clock:
     """When each change was due to be sent, and when the stream and the subscriber saw it."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
         self.due: dict[int, float] = {}
         self.streamed: dict[int, float] = {}
         self.received: dict[int, float] = {}
@@ -38,7 +42,7 @@ class Clock:
         match = SEQUENCE.search(entry["issue"]["summary"] or "")
         if match:
             into.setdefault(int(match.group(1)), time.perf_counter())
-        if self.due and len(self.streamed) >= len(self.due) <= len(self.received):
+        if min(len(self.streamed), len(self.received)) >= self.expected:
             self.all_in.set()
 
 
@@ -100,7 +104,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: 
 
 
 async def measure(world: World, count: int) -> Clock:
-    clock, ready = Clock(), asyncio.Event()
+    clock, ready = Clock(count), asyncio.Event()
     base_ms = int(time.time() * 1000) + 600_000  # newer than any earlier scenario wrote
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session, receiver(clock) as hook:
@@ -142,15 +146,66 @@ def add(results: Results, name: str, values: list[float], sent: int, target: flo
     )
 
 
+async def change_log(dsn: str, on: bool) -> None:
+    """Turn the change log's triggers on or off: the ingest run without it is the baseline."""
+    verb = "ENABLE" if on else "DISABLE"
+    connection = await db.connect(dsn)
+    try:
+        for trigger in TRIGGERS:
+            await connection.execute(f"ALTER TABLE issues {verb} TRIGGER {trigger}")
+    finally:
+        await connection.close()
+
+
+async def ingest(world: World) -> list[dict[str, Any]]:
+    """Webhooks at saturation with the change log on and off, ABBA, in the same world."""
+    base_ms = int(time.time() * 1000) + 1_200_000  # newer than the latency run's
+    found, first = [], 0
+    try:
+        for on in ORDER:
+            await change_log(world.dsn, on)
+            orders = webhooks.spec(world, STEP + 1, None, first, base_ms)
+            first += orders["webhooks"]["count"]
+            result = await measured(world.serve.pid, orders | {"port": world.serve.port})
+            found.append(result | {"change_log": on})
+    finally:
+        await change_log(world.dsn, True)
+    return found
+
+
+def add_ingest(results: Results, runs: list[dict[str, Any]]) -> None:
+    on = [run["throughput"] for run in runs if run["change_log"]]
+    off = [run["throughput"] for run in runs if not run["change_log"]]
+    ours, without = sum(on) / len(on), sum(off) / len(off)
+    shown = " / ".join(f"{run['throughput']:,.0f}" for run in runs)
+    results.add(
+        Figure(
+            "6 feed",
+            "webhook ingest at saturation, change log on",
+            ours,
+            "per s",
+            without,
+            "the same, change log off (its triggers disabled)",
+            better="higher",
+            target="≥ 0.85x",
+            met=ours >= 0.85 * without,
+            note=f"runs on / off / off / on: {shown} per s",
+        )
+    )
+
+
 async def run(world: World, results: Results) -> None:
     count = int(RATE * world.plan.feed_seconds)
     clock = await measure(world, count)
     streamed, received = latencies(clock, clock.streamed), latencies(clock, clock.received)
+    runs = await ingest(world)
     results.raw["feed"] = {
         "rate": RATE,
         "sent": count,
         "sse_ms": streamed,
         "subscriber_ms": received,
+        "ingest": runs,
     }
     add(results, "SSE event", streamed, count, 50)
     add(results, "subscriber's receipt", received, count, 100)
+    add_ingest(results, runs)
