@@ -306,3 +306,35 @@ async def _caught_up(http: httpx.AsyncClient, count: int, last: str) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_killed_replicas_subscription_is_taken_over_from_its_cursor(
+    fresh, settings
+) -> None:
+    """A lease left by a dead replica expires; another replica then delivers every entry once."""
+    async with receiving(Receiver()) as receiver:
+        async with app_client(settings, **FAST, subscriptions_deliver=False) as http:
+            created = await subscribe(http, receiver.url)
+        await fresh.execute(
+            "UPDATE subscriptions SET lease_owner = 'killed:1',"
+            " lease_until = now() + interval '0.5 seconds'"
+        )
+        await write(fresh, "PRJ-1", "PRJ-2")
+        async with app_client(settings, **FAST) as http:
+            await eventually(lambda: _true(len(receiver.taken) == 2))
+            owner = await fresh.fetchval("SELECT lease_owner FROM subscriptions")
+        assert owner != "killed:1"
+    assert [r.delivery_id.split(":")[0] for r in receiver.taken] == [created["id"]] * 2
+    assert receiver.keys() == ["PRJ-1", "PRJ-2"]
+
+
+async def test_a_stopping_replica_hands_its_leases_back(fresh, settings) -> None:
+    """On shutdown a replica releases its subscriptions, so another takes them at once."""
+    async with receiving(Receiver()) as receiver, app_client(settings, **FAST) as http:
+        await subscribe(http, receiver.url)
+        await eventually(lambda: _leased(fresh))
+    assert not await _leased(fresh)
+
+
+async def _leased(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT bool_or(lease_owner IS NOT NULL) FROM subscriptions"))
