@@ -204,6 +204,9 @@ async def test_a_subscriber_failing_for_a_while_gets_every_change_once_in_order(
         await eventually(lambda: _true(len(receiver.taken) == len(expected)))
     ids = [received.delivery_id for received in receiver.taken]
     assert len(set(ids)) == len(ids) and receiver.attempts == len(expected) + len(script)
+    scraped = (await http.get("/metrics")).text
+    assert 'jsc_subscription_deliveries_total{outcome="retried"} 5.0' in scraped
+    assert f'jsc_subscription_deliveries_total{{outcome="delivered"}} {len(expected)}.0' in scraped
     assert [received.entry["cursor"] for received in receiver.taken] == expected
 
 

@@ -37,7 +37,8 @@ operation lists the codes it can answer under each status. A path not listed her
 `body_too_large` on any route. Bearer tokens: API routes take an API or admin token (checked
 only when API_TOKENS or ADMIN_TOKENS is set), dead letters only an admin token, the cron route
 also CRON_SECRET, /metrics METRICS_TOKEN when it is set; the webhook proves itself by its own
-secret; /healthz, /readyz and /openapi.json are open."""
+secret; /healthz, /readyz and /openapi.json are open. A subscription POSTs each matching
+change, signed `X-Hub-Signature: sha256=<HMAC of the body>`, to a host the operator allows."""
 
 
 def document(settings: Settings) -> Schema:
