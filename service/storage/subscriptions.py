@@ -192,17 +192,19 @@ RETURNING f.pause
 
 async def fail(
     executor: Executor, subscription_id: int, owner: str, error: str, pause_after: float | None
-) -> bool:
+) -> bool | None:
     """Record a failed attempt; pause when failing for `pause_after` seconds (None: at once).
 
-    Answers whether the worker should stop: paused, deleted, or no longer this owner's.
+    Answers whether it paused, or None when it is gone or no longer this owner's.
     """
     if pause_after is None:
         reason = error
     else:
         reason = f"failing for over {pause_after:g} s (SUBSCRIPTION_PAUSE_AFTER); last: {error}"
-    pause = await executor.fetchval(_FAIL, subscription_id, owner, error, pause_after, reason)
-    return pause is not False
+    paused: bool | None = await executor.fetchval(
+        _FAIL, subscription_id, owner, error, pause_after, reason
+    )
+    return paused
 
 
 def _subscription(row: asyncpg.Record) -> Subscription:

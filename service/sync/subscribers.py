@@ -183,6 +183,7 @@ class Deliveries:
     async def _fail(
         self, subscription: Subscription, error: str, pause_after: float | None
     ) -> bool:
+        """Record the failure; answer whether to stop (paused, or no longer ours)."""
         paused = await subscriptions.fail(
             self.pool, subscription.id, self.owner, error, pause_after
         )
@@ -191,7 +192,7 @@ class Deliveries:
             log.warning(
                 "subscription paused", extra={"subscription": subscription.id, "error": error}
             )
-        return paused
+        return paused is not False
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
