@@ -19,6 +19,7 @@ class Plan:
     upserts: int  # upserts of 10,000 timed per scale (the median is reported)
     quiet_limit: float  # seconds a load run waits for the rest of the machine to go quiet
     retry_crowded: bool  # runs with a target go once more when other work crowded them
+    feed_seconds: float  # of webhooks at 200/s, each timed to its SSE event and receipt
 
     @property
     def mode(self) -> str:
@@ -38,6 +39,7 @@ FULL = Plan(
     upserts=3,
     quiet_limit=5.0,
     retry_crowded=True,
+    feed_seconds=10.0,
 )
 
 QUICK = Plan(
@@ -53,4 +55,5 @@ QUICK = Plan(
     upserts=1,
     quiet_limit=1.0,
     retry_crowded=False,
+    feed_seconds=3.0,
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, freshness, profile, reads, refresh, runs, scale, webhooks
+from bench import db, feed, freshness, profile, reads, refresh, runs, scale, webhooks
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
@@ -29,6 +29,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "reads": reads.run,
     "freshness": freshness.run,
     "webhooks": webhooks.run,
+    "feed": feed.run,  # after the webhooks: its `updated` times are later still
 }
 NAMES = (*WORLD_SCENARIOS, "scale")
 

@@ -297,6 +297,27 @@ class Settings:
     webhook_grace: float = setting(
         "WEBHOOK_GRACE", 120.0, real(0, DAY), "seconds after which a change sync found is missed"
     )
+    subscription_allowed_hosts: frozenset[str] = setting(
+        "SUBSCRIPTION_ALLOWED_HOSTS",
+        frozenset(),
+        tokens,
+        "hosts subscriptions may POST to (names or * patterns); unset: none",
+    )
+    subscriptions_deliver: bool = setting(
+        "SUBSCRIPTIONS_DELIVER", True, flag, "serve delivers to subscribers (false: another does)"
+    )
+    subscription_pause_after: float = setting(
+        "SUBSCRIPTION_PAUSE_AFTER", 3600.0, real(0.01, YEAR), "seconds of failure that pause one"
+    )
+    subscription_timeout: float = setting(
+        "SUBSCRIPTION_TIMEOUT", 10.0, real(0.1, 600), "seconds a subscriber has to answer"
+    )
+    subscription_backoff: float = setting(
+        "SUBSCRIPTION_BACKOFF", 1.0, real(0.001, HOUR), "first retry delay, doubling, in seconds"
+    )
+    subscription_lease: float = setting(
+        "SUBSCRIPTION_LEASE", 30.0, real(0.1, HOUR), "seconds a replica holds a subscription"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

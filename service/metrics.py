@@ -31,7 +31,9 @@ SELECT (SELECT count(*) FROM tracked) AS tracked,
          WHERE fetched_at < now() - make_interval(secs => $1)) AS stale,
        (SELECT coalesce(extract(epoch FROM now() - min(fetched_at)), 0)
           FROM issues WHERE state = 'ok') AS oldest,
-       (SELECT count(*) FROM dead_letters) AS dead_letters
+       (SELECT count(*) FROM dead_letters) AS dead_letters,
+       (SELECT count(*) FROM subscriptions WHERE paused_at IS NULL) AS active,
+       (SELECT count(*) FROM subscriptions WHERE paused_at IS NOT NULL) AS paused
 """
 
 _SYNC_QUERY = """
@@ -122,6 +124,15 @@ class Metrics:
         self.sync_failing = Gauge(
             "jsc_sync_project_failing", "1 while a project's sync fails", ["project"], registry=r
         )
+        self.deliveries = Counter(
+            "jsc_subscription_deliveries",
+            "Delivery attempts to subscribers by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "jsc_subscriptions", "Subscriptions by state", ["state"], registry=r
+        )
 
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))
@@ -150,6 +161,8 @@ class Metrics:
             self.stale.set(row["stale"])
             self.oldest.set(float(row["oldest"]))
             self.letters_held.set(row["dead_letters"])
+            self.subscriptions.labels("active").set(row["active"])
+            self.subscriptions.labels("paused").set(row["paused"])
         await self.sample_sync(pool)
 
     def watch_health(self, health: WebhookHealth) -> None:

@@ -31,6 +31,7 @@ TABLES = [
     "dead_letters",
     "schedule_basis",
     "sync_projects",
+    "subscriptions",
 ]
 
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from service.config import Settings
-from service.http import changes, issues, openapi, refreshes, webhook
+from service.http import changes, issues, openapi, refreshes, subscriptions, webhook
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
 from service.http.middleware import BodyLimit, Guard
@@ -23,7 +23,7 @@ from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
-from service.sync import feed
+from service.sync import feed, subscribers
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo, listen
 from service.sync.parts import jira_parts
@@ -49,6 +49,7 @@ class State(TypedDict):
     feed: feed.Feed
     verified: Verified
     health: WebhookHealth
+    deliveries: subscribers.Deliveries | None
 
 
 async def healthz(request: Request) -> Response:
@@ -113,7 +114,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
                 *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
                 *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
                 *guard(
-                    refreshes.routes + issues.routes + changes.routes,
+                    refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
                     api,
                     "an API or an admin token",
                 ),
@@ -154,6 +155,7 @@ def create_app(settings: Settings) -> Starlette:
                 remembering(settings, dsn, metrics) as memo,
                 feed.running(pool, dsn) as follower,
                 jira_parts(settings, pool, metrics, memo, watch) as parts,
+                subscribers.running(settings, follower, metrics) as deliveries,
             ):
                 state = State(
                     settings=settings,
@@ -167,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
                     feed=follower,
                     verified=watch[0],
                     health=watch[1],
+                    deliveries=deliveries,
                 )
                 metrics.watch_feed(follower)
                 yield dict(state)

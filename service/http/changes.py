@@ -8,10 +8,8 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
-import msgspec
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,10 +19,10 @@ from service.config import Settings
 from service.http.errors import ApiError
 from service.http.issues import parse_keys
 from service.metrics import Metrics
-from service.model import check_project_id, render_time
-from service.shapes import shape_issue
+from service.model import check_project_id
+from service.shapes import render_change
 from service.storage import changes
-from service.storage.changes import Change, Cursor, CursorExpiredError, Filter, InvalidCursorError
+from service.storage.changes import Cursor, CursorExpiredError, Filter, InvalidCursorError
 from service.storage.pool import DatabaseUnavailableError
 from service.sync.feed import Feed, follow
 
@@ -33,19 +31,6 @@ DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 PING_SECONDS = 15  # a comment line that keeps proxies from closing an idle stream
 SHUTDOWN_GRACE_SECONDS = 2  # for a stream to end by itself before it is cancelled
 RETRY_MS = 2000  # how long a client's EventSource waits before it reconnects
-
-
-def render_change(change: Change, ttl: float, now: datetime) -> dict[str, Any]:
-    issue = change.cached.issue
-    return {
-        "cursor": change.cursor.encode(),
-        "issue_id": str(issue.id),
-        "key": issue.key,
-        "at": render_time(change.at),
-        "source": change.source,
-        "fields": change.fields,
-        "issue": msgspec.to_builtins(shape_issue(change.cached, ttl, now)),
-    }
 
 
 def parse_filter(request: Request) -> Filter:

@@ -37,7 +37,8 @@ operation lists the codes it can answer under each status. A path not listed her
 `body_too_large` on any route. Bearer tokens: API routes take an API or admin token (checked
 only when API_TOKENS or ADMIN_TOKENS is set), dead letters only an admin token, the cron route
 also CRON_SECRET, /metrics METRICS_TOKEN when it is set; the webhook proves itself by its own
-secret; /healthz, /readyz and /openapi.json are open."""
+secret; /healthz, /readyz and /openapi.json are open. A subscription POSTs each matching
+change, signed `X-Hub-Signature: sha256=<HMAC of the body>`, to a host the operator allows."""
 
 
 def document(settings: Settings) -> Schema:
@@ -49,9 +50,14 @@ def document(settings: Settings) -> Schema:
         | issue_paths(settings)
         | link_paths()
         | hook_paths()
-        | change_paths(settings),
+        | change_paths(settings)
+        | subscription_paths(),
         "components": {
-            "schemas": shapes.schemas(REF) | link_schemas() | service_schemas() | change_schemas(),
+            "schemas": shapes.schemas(REF)
+            | link_schemas()
+            | service_schemas()
+            | change_schemas()
+            | subscription_schemas(settings),
             "securitySchemes": {"bearer": bearer()},
         },
     }
@@ -534,6 +540,109 @@ def change_paths(settings: Settings) -> Schema:
                 guarded(stream),
                 *change_filters(settings),
                 resume,
+            )
+        },
+    }
+
+
+# Subscriptions
+
+FIELD_NAMES = ("key", "status", "summary", "assignee", "priority", "state")
+
+
+def subscription_schemas(settings: Settings) -> dict[str, Schema]:
+    """A subscription as shown, with its lag, as created (with its secret), and as asked for."""
+    when = nullable(text(format="date-time"))
+    keys = array(text(pattern=KEY_INPUT)) | {"minItems": 1, "maxItems": settings.max_batch_keys}
+    fields = array(choice(*FIELD_NAMES)) | {"minItems": 1}
+    shown = {
+        "id": text(pattern="^[0-9]+$"),
+        "url": text(),
+        "project_id": nullable(text(pattern=PROJECT_ID_PATTERN.pattern)),
+        "keys": nullable(array(text(pattern=KEY_PATTERN.pattern))),
+        "fields": nullable(array(choice(*FIELD_NAMES))),
+        "created_at": text(format="date-time"),
+        "cursor": text(pattern=CURSOR),
+        "delivered": {"type": "integer", "minimum": 0},
+        "last_success_at": when,
+        "last_error": nullable(text()),
+        "last_error_at": when,
+        "paused": {"type": "boolean"},
+        "paused_at": when,
+        "paused_reason": nullable(text()),
+    }
+    lag = record(entries={"type": "integer", "minimum": 0}, seconds={"type": "number"})
+    asked = record(
+        url=text(format="uri", examples=["https://hooks.internal.example/jira"]),
+        project_id=text(pattern=PROJECT_ID_PATTERN.pattern),
+        keys=keys,
+        fields=fields,
+    )
+    return {
+        "Subscription": record(**shown),
+        "SubscriptionStatus": record(**shown, lag=lag),
+        "NewSubscription": record(
+            **shown, secret=text(description="signs every delivery; shown only here, once")
+        ),
+        "Subscriptions": record(subscriptions=array(ref("Subscription"))),
+        "SubscriptionRequest": asked | {"required": ["url"]},
+    }
+
+
+def subscription_paths() -> Schema:
+    gone = missing("subscription_not_found")
+    bad_id = fail("invalid id", "invalid_id")
+    down = unavailable("database_unavailable")
+    refused = fail(
+        "invalid body or URL, or a host SUBSCRIPTION_ALLOWED_HOSTS does not allow",
+        "invalid_body",
+        "invalid_url",
+        "host_not_allowed",
+        "invalid_key",
+        "invalid_project_id",
+    )
+    one = {"400": bad_id, "404": gone, "503": down}
+    number = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+    identifier = parameter("path", "id", number, "the subscription")
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": ref("SubscriptionRequest")}},
+    }
+    created = answer("created; the secret is shown this once", ref("NewSubscription"))
+    return {
+        "/api/v1/subscriptions": {
+            "get": operation(
+                "listSubscriptions",
+                "Every subscription",
+                guarded({"200": answer("oldest first", ref("Subscriptions")), "503": down}),
+            ),
+            "post": operation(
+                "createSubscription",
+                "POST each matching change to a URL, signed",
+                guarded({"201": created, "400": refused, "503": down}),
+            )
+            | {"requestBody": body},
+        },
+        "/api/v1/subscriptions/{id}": {
+            "get": operation(
+                "getSubscription",
+                "A subscription, its lag and pause state",
+                guarded(one | {"200": answer("found", ref("SubscriptionStatus"))}),
+                identifier,
+            ),
+            "delete": operation(
+                "deleteSubscription",
+                "Stop and forget a subscription",
+                guarded(one | {"204": answer("deleted")}),
+                identifier,
+            ),
+        },
+        "/api/v1/subscriptions/{id}/resume": {
+            "post": operation(
+                "resumeSubscription",
+                "Deliver again from where a paused subscription stopped",
+                guarded(one | {"200": answer("resumed", ref("Subscription"))}),
+                identifier,
             )
         },
     }

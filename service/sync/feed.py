@@ -80,14 +80,14 @@ class Feed:
             with contextlib.suppress(*LOST):
                 await self._until_readable()
             self.wake()
-            await _set_within(self.closing, WAKE_GAP)
+            await set_within(self.closing, WAKE_GAP)
 
     async def _until_readable(self) -> None:
         row = await self.pool.fetchrow(_NEWEST)
         newest, horizon = (row["newest"], row["horizon"]) if row else (None, 0)
         delay = SETTLE_FIRST
         while newest is not None and newest >= horizon:
-            if await _set_within(self.closing, delay):
+            if await set_within(self.closing, delay):
                 return
             delay = min(delay * 2, SETTLE_CAP)
             horizon = await self.pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
@@ -113,7 +113,7 @@ class Feed:
                 self.tried.set()
             self.live = False
             self.wake()
-            await _set_within(self.closing, RECONNECT_SECONDS)
+            await set_within(self.closing, RECONNECT_SECONDS)
 
     async def _listen_once(self) -> None:
         connection = await asyncpg.connect(self.dsn, timeout=PING_SECONDS)
@@ -138,7 +138,7 @@ SELECT (SELECT max(txid) FROM changes) AS newest,
 """
 
 
-async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
     return event.is_set()
@@ -160,7 +160,7 @@ async def running(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[Feed]:
     listener = asyncio.create_task(feed.listen())
     try:
         # Serve once the listener is up (or has failed once): a stream is live from its start.
-        await _set_within(feed.tried, PING_SECONDS)
+        await set_within(feed.tried, PING_SECONDS)
         yield feed
     finally:
         await feed.close(listener)

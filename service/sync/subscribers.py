@@ -1,0 +1,232 @@
+"""Delivery to subscribers: leased subscriptions, one worker each, woken by the change feed.
+
+Each process leases the subscriptions nobody holds (a row lease in PostgreSQL, renewed while
+it delivers, like the poller's claims) and runs one task per leased subscription, so that a
+slow or dead subscriber delays no other. A worker reads its entries after the stored cursor,
+POSTs them one at a time in log order (so in order per issue), and moves the cursor past an
+entry only once it was delivered: at least once. It sends nothing once its lease may have
+run out, so two replicas never send a subscription's entries at the same time; a killed
+replica's leases expire and another takes over from the stored cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+
+from service.config import Settings
+from service.metrics import Metrics
+from service.shapes import render_change
+from service.storage import changes, subscriptions
+from service.storage.changes import Change, Cursor, CursorExpiredError
+from service.storage.subscriptions import Subscription
+from service.sync import notify
+from service.sync.feed import LOST, PAGE, Feed, set_within
+
+log = logging.getLogger(__name__)
+BACKOFF_CAP = 300.0  # seconds: the longest wait between two attempts without Retry-After
+SHUTDOWN_SECONDS = 2.0  # for workers to finish the POST in flight
+LEASE_MARGIN = 0.8  # of the lease: past it a worker sends nothing until renewed
+
+
+class Deliveries:
+    """This process's delivery workers, one per subscription it holds the lease of."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.feed, self.pool, self.session = feed, feed.pool, session
+        self.settings, self.metrics = settings, metrics
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stop = asyncio.Event()
+        self.workers: dict[int, asyncio.Task[None]] = {}
+        self._held_until: dict[int, float] = {}
+        self._nudge = asyncio.Event()
+
+    def nudge(self) -> None:
+        """Look for new or resumed subscriptions now rather than at the next renewal."""
+        self._nudge.set()
+
+    async def run(self) -> None:
+        """Renew and claim leases every third of a lease, or when nudged, until stopped."""
+        while not self.stop.is_set():
+            self._nudge.clear()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stop, self._nudge)]
+            timeout = self.settings.subscription_lease / 3
+            await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+            for task in waits:
+                task.cancel()
+            await self.tick()
+
+    async def tick(self) -> None:
+        try:
+            await self._renew_and_claim()
+        except LOST as exc:
+            log.warning("subscription leases not renewed", extra={"error": type(exc).__name__})
+
+    async def _renew_and_claim(self) -> None:
+        lease = self.settings.subscription_lease
+        for done in [i for i, task in self.workers.items() if task.done()]:
+            del self.workers[done]
+        held = list(self.workers)
+        kept = await subscriptions.renew(self.pool, self.owner, lease, held)
+        for lost in set(held) - kept:
+            self.workers.pop(lost).cancel()
+        self._hold(kept, lease)
+        for subscription in await subscriptions.claim(self.pool, self.owner, lease, list(kept)):
+            self._hold({subscription.id}, lease)
+            worker = asyncio.create_task(self._work(subscription))
+            self.workers[subscription.id] = worker
+
+    def _hold(self, ids: set[int], lease: float) -> None:
+        until = time.monotonic() + lease * LEASE_MARGIN
+        for held in ids:
+            self._held_until[held] = until
+
+    def holding(self, subscription_id: int) -> bool:
+        return time.monotonic() < self._held_until.get(subscription_id, 0.0)
+
+    async def close(self) -> None:
+        """Stop, let POSTs in flight end (bounded), and hand the leases back at once."""
+        self.stop.set()
+        workers = list(self.workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=SHUTDOWN_SECONDS)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        if not self._held_until:
+            return  # nothing to hand back: no need to reach the database at all
+        with contextlib.suppress(*LOST):
+            # Bounded: with the database gone, the leases simply run out.
+            await asyncio.wait_for(subscriptions.release(self.pool, self.owner), SHUTDOWN_SECONDS)
+
+    async def _work(self, subscription: Subscription) -> None:
+        # The top of a background job: whatever goes wrong is logged, and the lease runs
+        # out, so that this or another replica starts the subscription again.
+        try:
+            await self._follow(subscription)
+        except LOST as exc:
+            log.warning("subscription delivery stopped", extra={"error": type(exc).__name__})
+        except Exception:
+            log.exception("subscription delivery failed", extra={"subscription": subscription.id})
+            self._count("crashed")
+
+    async def _follow(self, subscription: Subscription) -> None:
+        """Deliver the entries after the stored cursor, as they come, until stopped or paused."""
+        cursor = subscription.cursor
+        while not self.stop.is_set():
+            waiter = self.feed.waiter()  # taken before the read, so that no wake is missed
+            try:
+                page = await changes.read_changes(self.pool, cursor, subscription.only, PAGE)
+            except CursorExpiredError as exc:
+                await self._fail(subscription, str(exc), pause_after=None)
+                return
+            for change in page.changes:
+                if wanted(subscription, change):
+                    if not await self._deliver(subscription, change):
+                        return
+                    cursor = change.cursor
+                    if not await self._advance(subscription, cursor, 1):
+                        return
+            if page.next != cursor:
+                if not await self._advance(subscription, page.next, 0):
+                    return
+                cursor = page.next
+            if not page.full:
+                await self.feed.wait(waiter, self.stop)
+
+    async def _advance(self, subscription: Subscription, cursor: Cursor, delivered: int) -> bool:
+        return await subscriptions.advance(
+            self.pool, subscription.id, self.owner, cursor, delivered
+        )
+
+    async def _deliver(self, subscription: Subscription, change: Change) -> bool:
+        """POST the entry until taken; False when paused, stopped or the lease is gone."""
+        now = datetime.now(UTC)
+        body = json.dumps(render_change(change, self.settings.cache_ttl, now)).encode()
+        delivery_id = f"{subscription.id}:{change.cursor.encode()}"
+        attempt = 0
+        while self.holding(subscription.id) and not self.stop.is_set():
+            try:
+                await notify.post(
+                    self.session, subscription.url, body, subscription.secret, delivery_id
+                )
+            except notify.DeliveryError as exc:
+                pause_after = self.settings.subscription_pause_after if exc.retry else None
+                if await self._fail(subscription, str(exc), pause_after):
+                    return False
+                self._count("retried")
+                if await set_within(self.stop, self._backoff(attempt, exc.retry_after)):
+                    return False
+                attempt += 1
+                continue
+            self._count("delivered")
+            return True
+        return False
+
+    async def _fail(
+        self, subscription: Subscription, error: str, pause_after: float | None
+    ) -> bool:
+        """Record the failure; answer whether to stop (paused, or no longer ours)."""
+        paused = await subscriptions.fail(
+            self.pool, subscription.id, self.owner, error, pause_after
+        )
+        if paused:
+            self._count("paused")
+            log.warning(
+                "subscription paused", extra={"subscription": subscription.id, "error": error}
+            )
+        return paused is not False
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(BACKOFF_CAP, self.settings.subscription_backoff * 2**attempt)
+        # Jitter, so that the retries of many subscriptions spread out; no secret here.
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(outcome).inc()
+
+
+def wanted(subscription: Subscription, change: Change) -> bool:
+    """Whether the entry touches one of the subscription's fields (all, when none are named)."""
+    return subscription.fields is None or not set(subscription.fields).isdisjoint(change.fields)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, feed: Feed, metrics: Metrics | None = None
+) -> AsyncIterator[Deliveries | None]:
+    """The process's deliveries for the lifespan; None when SUBSCRIPTIONS_DELIVER is off."""
+    if not settings.subscriptions_deliver:
+        yield None
+        return
+    async with notify.open_session(settings.subscription_timeout) as session:
+        deliveries = Deliveries(feed, session, settings, metrics)
+        await deliveries.tick()  # before serving: a replica starts delivering at once
+        runner = asyncio.create_task(deliveries.run())
+        try:
+            yield deliveries
+        finally:
+            # Only lease bookkeeping: it may be waiting on an unreachable database.
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            await deliveries.close()
