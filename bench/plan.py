@@ -19,6 +19,10 @@ class Plan:
     upserts: int  # upserts of 10,000 timed per scale (the median is reported)
     quiet_limit: float  # seconds a load run waits for the rest of the machine to go quiet
     retry_crowded: bool  # runs with a target go once more when other work crowded them
+    # The sync scenario, on a time scale compressed 60 times (a TTL of 60 s stands for 1 hour).
+    sync_issues: int  # tracked, cached and in each simulator, spread over 20 projects
+    sync_change_every: float  # seconds between changes in Jira
+    sync_measure: float  # seconds over which requests and staleness are measured
 
     @property
     def mode(self) -> str:
@@ -38,6 +42,9 @@ FULL = Plan(
     upserts=3,
     quiet_limit=5.0,
     retry_crowded=True,
+    sync_issues=100_000,
+    sync_change_every=0.01,
+    sync_measure=60.0,
 )
 
 QUICK = Plan(
@@ -53,4 +60,7 @@ QUICK = Plan(
     upserts=1,
     quiet_limit=1.0,
     retry_crowded=False,
+    sync_issues=10_000,
+    sync_change_every=0.01,
+    sync_measure=30.0,
 )

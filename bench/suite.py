@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, freshness, profile, reads, refresh, runs, scale, webhooks
+from bench import db, freshness, profile, reads, refresh, runs, scale, sync, webhooks
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
@@ -30,7 +30,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "freshness": freshness.run,
     "webhooks": webhooks.run,
 }
-NAMES = (*WORLD_SCENARIOS, "scale")
+NAMES = (*WORLD_SCENARIOS, "scale", "sync")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +70,9 @@ async def run(plan: Plan, only: set[str], results: Results) -> None:
         if "scale" in only:
             print("scale:", flush=True)
             await scale.run(plan, dsn, results)
+        if "sync" in only:
+            print("sync:", flush=True)
+            await sync.run(plan, dsn, results)
     finally:
         await db.drop_databases(dsn)
 
