@@ -7,12 +7,12 @@ import json
 import sys
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from bench import db
-from bench.procs import ROOT, ProcessFailedError
+from bench.procs import ROOT, Proc, ProcessFailedError
 from bench.profile import profiled
 from bench.report import Figure, Results
 from bench.world import EMAIL, TOKEN, World
@@ -20,14 +20,20 @@ from bench.world import EMAIL, TOKEN, World
 CRON = "/api/v1/cron/jira-refresh"
 
 
-async def simulator_traffic(session: aiohttp.ClientSession, world: World) -> dict[str, Any]:
+class Simulated(Protocol):
+    """A world with a simulator: the shared one, or one side of the sync scenario."""
+
+    simulator: Proc
+
+
+async def simulator_traffic(session: aiohttp.ClientSession, world: Simulated) -> dict[str, Any]:
     async with session.get(world.simulator.url + "/_sim/stats") as reply:
         stats = await reply.json()
     statuses = Counter(str(entry["status"]) for entry in stats["requests"])
     return {"by_endpoint": stats["counters"], "by_status": dict(statuses)}
 
 
-async def reset_simulator(session: aiohttp.ClientSession, world: World) -> None:
+async def reset_simulator(session: aiohttp.ClientSession, world: Simulated) -> None:
     async with session.post(world.simulator.url + "/_sim/reset") as reply:
         reply.raise_for_status()
 

@@ -39,6 +39,8 @@ def serve_settings(dsn: str, port: int, jira: str, **tuning: str) -> dict[str, s
         "JIRA_WEBHOOK_SECRET": SECRET,
         # The scheduler stays off: only the cron endpoint under test starts a poll.
         "JIRA_POLL_INTERVAL": "0",
+        # Nor a sync round (on by default): the scenarios measure the poll, reads and webhooks.
+        "JIRA_SYNC_INTERVAL": "0",
         "JIRA_BATCH_SIZE": "100",
         "JIRA_POLL_BATCH_SIZE": "10000",
         "JIRA_POLL_BUDGET": "600",

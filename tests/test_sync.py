@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from prometheus_client import generate_latest
 from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
+from service.jira.search import ChangeSearch
 from service.metrics import Metrics
 from service.shapes import shape_issue
 from service.storage import issues as store
@@ -125,6 +127,45 @@ async def test_data_center_search_follows_every_page(settings, db) -> None:
             report = await sync.sync()
         assert report.changes == 250 and report.pages == 3
         assert await statuses(db) == jira_statuses(sim, keys)
+
+
+async def test_issue_changed_between_pages_hides_no_other(sim, settings, db) -> None:
+    """An issue changed while a search pages through its window pushes no other issue out."""
+    wired = jira_settings(settings, sim)
+    keys = sim.seed(150, ["ALPHA"])
+    for key in keys:
+        sim.transition(key)
+    found: list[str] = []
+    async with syncer(db, wired) as sync:
+        async for page in ChangeSearch(sync.client, ["ALPHA"], 60).issues():
+            found += [issue.key for issue in page]
+            if len(found) == 100:
+                sim.transition(found[10])  # read already: it moves to the newest end
+    assert set(keys) <= set(found)
+
+
+async def test_round_reads_only_the_pages_its_window_needs(sim, settings, db) -> None:
+    """A round after a busy one reads the few new changes, not the whole minute JQL names."""
+    wired = dataclasses.replace(jira_settings(settings, sim), sync_overlap=0.0)
+    keys = sim.seed(300, ["ALPHA"])
+    await cache(db, wired, keys)
+    async with syncer(db, wired) as sync:
+        await sync.sync()
+        for key in keys[:250]:
+            sim.transition(key)
+        last = sim.site.get(keys[249]).updated
+
+        async def clock_passed() -> bool:
+            # The simulator stamps each write 1 ms after the last: 250 run ahead of the clock.
+            return datetime.now(UTC) > last
+
+        assert await wait_for(clock_passed)
+        await sync.sync()
+        for key in keys[250:]:
+            sim.transition(key)
+        report = await sync.sync()
+    assert report.changes == 50 and report.pages == 1
+    assert await statuses(db) == jira_statuses(sim, keys)
 
 
 async def test_two_replicas_sync_disjoint_projects(sim, settings, db) -> None:

@@ -12,6 +12,12 @@ How the time is expressed, and why:
   the last moments before it started. The round therefore claims to have verified only up
   to its start minus the overlap, and the next round searches from there again. Re-reading
   an issue is harmless: every write goes forward by Jira's `updated` only.
+- Whole minutes widen the window: a round every few seconds would read a minute of changes
+  each time. Newest first (`ORDER BY updated DESC`), the search stops after the first page
+  that reaches back past the window's true start. Newest first also keeps paging safe: an
+  issue changed while we page moves to the front, already read, and pushes the rest back
+  (read twice); oldest first, it would move to the end and pull the rest forward, so that
+  the first issue of the next page would be skipped, for good once past the overlap.
 - A project that does not exist, or that our user may not browse, fails the whole JQL with
   400, naming it in `errorMessages`; it is dropped and the search runs again without it.
 """
@@ -23,6 +29,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from service.jira.client import FIELDS, JiraClient, JiraError
@@ -43,6 +50,7 @@ class ChangeSearch:
     client: JiraClient
     projects: list[str]
     seconds: float
+    since: datetime | None = None  # the window's true start: later pages are not read
     dropped: dict[str, str] = field(default_factory=dict)
     pages: int = 0
     invalid: int = 0
@@ -50,7 +58,7 @@ class ChangeSearch:
     def jql(self) -> str:
         minutes = max(1, math.ceil(self.seconds / 60))
         names = ", ".join(f'"{project}"' for project in self.projects)
-        return f"project in ({names}) AND updated >= -{minutes}m ORDER BY updated ASC"
+        return f"project in ({names}) AND updated >= -{minutes}m ORDER BY updated DESC"
 
     async def issues(self) -> AsyncIterator[list[Issue]]:
         """Every page's issues, following every page; a dropped project restarts the search."""
@@ -62,7 +70,10 @@ class ChangeSearch:
                 cursor = None
                 continue
             self.pages += 1
-            yield self._read(body)
+            page = self._read(body)
+            yield page
+            if self.since is not None and any(issue.updated < self.since for issue in page):
+                return
             cursor = self._next(body, cursor)
             if cursor is None:
                 return

@@ -118,7 +118,7 @@ class Syncer:
 
     async def _sync_group(self, group: _Group, report: RoundReport) -> None:
         seconds = (group.started - group.since).total_seconds()
-        search = ChangeSearch(self.client, list(group.projects), seconds)
+        search = ChangeSearch(self.client, list(group.projects), seconds, group.since)
         try:
             async for page in search.issues():
                 report.changes += await self._store(page)
