@@ -31,6 +31,15 @@ from service.model import Issue, normalize_issue
 #       +-- CircuitOpenError   refused without asking Jira, after repeated failures
 
 
+# How Jira refuses a JQL (search or webhook filter) naming a project it lacks, or hides from us.
+_UNKNOWN_PROJECT = re.compile(r"The value '([^']+)' does not exist for the field 'project'")
+
+
+def unknown_projects_in(text: str) -> set[str]:
+    """The project keys a 400's message says Jira does not have."""
+    return {name.upper() for name in _UNKNOWN_PROJECT.findall(text)}
+
+
 class JiraError(Exception):
     """Jira answered in a way this client cannot use; the base of every error here."""
 

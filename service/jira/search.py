@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.jira.client import FIELDS, JiraClient, JiraError
+from service.jira.client import FIELDS, JiraClient, JiraError, unknown_projects_in
 from service.model import InvalidIssueError, Issue, normalize_issue
 
 # Projects per query, so that no JQL grows unbounded; issues per page (Jira's usual cap
 # when fields are asked for).
 PROJECTS_PER_QUERY = 50
 PAGE_SIZE = 100
-_UNKNOWN_PROJECT = re.compile(r"The value '([^']+)' does not exist for the field 'project'")
 log = logging.getLogger(__name__)
 
 
@@ -113,7 +111,7 @@ class ChangeSearch:
 
     def _drop_named(self, body: Any) -> None:
         messages = [str(m) for m in (body.get("errorMessages") or [])] if body else []
-        named = {m[1].upper() for text in messages if (m := _UNKNOWN_PROJECT.search(text))}
+        named = {name for text in messages for name in unknown_projects_in(text)}
         gone = named & set(self.projects)
         if not gone:
             raise JiraError("POST search", 400, "; ".join(messages)[:300] or "no error message")

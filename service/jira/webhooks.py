@@ -9,7 +9,6 @@ else gets 401 or 403 (`JiraAuthError`), and must register the webhook by hand.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from yarl import URL
 
 from service.config import Flavor
-from service.jira.client import JiraClient, JiraError
+from service.jira.client import JiraClient, JiraError, unknown_projects_in
 
 PATH = "/rest/webhooks/1.0/webhook"
 ADMIN_PAGE = "/plugins/servlet/webhooks"
@@ -32,8 +31,6 @@ EVENTS = (
     "comment_deleted",
 )
 SECTION = "issue-related-events-section"
-# How Jira refuses a filter naming a project it does not have, or hides from us.
-_UNKNOWN_PROJECT = re.compile(r"The value '([^']+)' does not exist for the field 'project'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +85,7 @@ def unknown_projects(error: JiraError) -> set[str]:
     """The projects a 400 says do not exist; empty for any other error."""
     if error.status != 400:
         return set()
-    return {name.upper() for name in _UNKNOWN_PROJECT.findall(error.problem)}
+    return unknown_projects_in(error.problem)
 
 
 def endpoint(url: str) -> str:
