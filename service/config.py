@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,40 @@ def path(name: str, raw: str) -> Path:
 
 def tokens(name: str, raw: str) -> frozenset[str]:
     return frozenset(t.strip() for t in raw.split(",") if t.strip())
+
+
+PORT = re.compile(r"[1-9][0-9]{0,4}")  # as written in a URL or an entry: no leading zero
+
+
+ANY_PORT = 0  # an entry `host:*`: every port of the host, for an operator who means it
+
+
+def split_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `host:*`, `[v6]` or `[v6]:port` into the host and its port (None:
+    bare, ports 80 and 443; ANY_PORT for `*`)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host, port = entry, None
+    if port == "*":
+        return host.lower(), ANY_PORT
+    if not host or (port is not None and (not PORT.fullmatch(port) or int(port) > 65535)):
+        raise ValueError(f"{entry!r} is not host, host:port (a port from 1 to 65535) or host:*")
+    return host.lower(), None if port is None else int(port)
+
+
+def host_entries(name: str, raw: str) -> frozenset[str]:
+    """Comma-separated `host[:port]` entries, each checked at start-up."""
+    entries = tokens(name, raw)
+    for entry in entries:
+        try:
+            split_entry(entry)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+    return entries
 
 
 def flag(name: str, raw: str) -> bool:
@@ -300,8 +335,8 @@ class Settings:
     subscription_allowed_hosts: frozenset[str] = setting(
         "SUBSCRIPTION_ALLOWED_HOSTS",
         frozenset(),
-        tokens,
-        "hosts subscriptions may POST to (names or * patterns); unset: none",
+        host_entries,
+        "host[:port] entries (names, * patterns, IPs) subscriptions may POST to; unset: none",
     )
     subscriptions_deliver: bool = setting(
         "SUBSCRIPTIONS_DELIVER", True, flag, "serve delivers to subscribers (false: another does)"
@@ -317,6 +352,21 @@ class Settings:
     )
     subscription_lease: float = setting(
         "SUBSCRIPTION_LEASE", 30.0, real(0.1, HOUR), "seconds a replica holds a subscription"
+    )
+    client_max_subscriptions: int = setting(
+        "CLIENT_MAX_SUBSCRIPTIONS", 20, whole(0, 100_000), "subscriptions one client may hold"
+    )
+    client_max_streams: int = setting(
+        "CLIENT_MAX_STREAMS", 50, whole(0, 100_000), "change streams one client may hold open"
+    )
+    client_rate: float = setting(
+        "CLIENT_RATE", 1000.0, real(0.01, 1_000_000), "API requests per second per client"
+    )
+    client_subscribe_rate: float = setting(
+        "CLIENT_SUBSCRIBE_RATE", 10.0, real(0.01, 1_000_000), "subscriptions made per minute"
+    )
+    subscription_secret_overlap: float = setting(
+        "SUBSCRIPTION_SECRET_OVERLAP", 86400.0, real(0, YEAR), "seconds an old secret still signs"
     )
 
     @classmethod
@@ -343,7 +393,8 @@ class Settings:
 
     def check_serving(self) -> None:
         """Refuse settings under which `serve` would be unsafe or useless."""
-        if not self.host_is_loopback and not self.api_tokens and not self.allow_anonymous:
+        tokens = self.api_tokens or self.admin_tokens
+        if not self.host_is_loopback and not tokens and not self.allow_anonymous:
             raise ConfigError(
                 "API_TOKENS",
                 f"required when HOST={self.host} is not loopback "

@@ -10,7 +10,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.requests import Request
 from starlette.responses import Response
 
 from service.jira.client import JiraClient
@@ -268,7 +267,7 @@ class FeedCollector(Collector):
         )
 
 
-async def get_metrics(request: Request) -> Response:
-    metrics: Metrics = request.state.metrics
-    await metrics.sample(request.state.pool, request.state.settings.cache_ttl)
+async def exposition(metrics: Metrics, pool: asyncpg.Pool, ttl: float) -> Response:
+    """The scrape's answer: the database gauges sampled (at most every few seconds), then all."""
+    await metrics.sample(pool, ttl)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)

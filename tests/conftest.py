@@ -32,6 +32,7 @@ TABLES = [
     "schedule_basis",
     "sync_projects",
     "subscriptions",
+    "clients",
 ]
 
 

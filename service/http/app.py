@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, TypedDict
+from typing import Any
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -15,54 +14,35 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from service.config import Settings
-from service.http import changes, issues, openapi, refreshes, subscriptions, webhook
+from service.http import changes, clients, issues, openapi, refreshes, subscriptions, webhook
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
-from service.http.middleware import BodyLimit, Guard
-from service.jira import client as jira
-from service.metrics import Metrics, get_metrics
+from service.http.middleware import BodyLimit, Guard, ScopeGuard
+from service.http.services import KEY, Services, services
+from service.metrics import Metrics, exposition
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync import feed, subscribers
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo, listen
 from service.sync.parts import jira_parts
-from service.sync.poller import Poller
-from service.sync.reads import Reader
-from service.sync.refresh import Refresher
 from service.sync.verified import Verified
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
-ADMIN = "an admin token (ADMIN_TOKENS)"
-
-
-class State(TypedDict):
-    settings: Settings
-    pool: asyncpg.Pool
-    metrics: Metrics
-    memo: Memo | None
-    jira: jira.JiraClient | None
-    refresher: Refresher | None
-    poller: Poller | None
-    reader: Reader
-    feed: feed.Feed
-    verified: Verified
-    health: WebhookHealth
-    deliveries: subscribers.Deliveries | None
 
 
 async def healthz(request: Request) -> Response:
-    client: jira.JiraClient | None = request.state.jira
+    client = services(request).jira
     jira_health = client.health if client else "unconfigured"
-    webhooks = request.state.health.verdict.as_json()
+    webhooks = services(request).health.verdict.as_json()
     return JSONResponse({"status": "ok", "jira": jira_health, "webhooks": webhooks})
 
 
 async def readyz(request: Request) -> Response:
     # Ready means the cache can serve: Jira being down does not make it unready.
     try:
-        async with request.state.pool.acquire(timeout=2) as connection:
+        async with services(request).pool.acquire(timeout=2) as connection:
             pending = await migrate.pending_versions(connection)
     except DatabaseUnavailableError:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
@@ -94,10 +74,14 @@ async def remembering(settings: Settings, dsn: str, metrics: Metrics) -> AsyncIt
             await asyncio.gather(listener, return_exceptions=True)
 
 
+async def get_metrics(request: Request) -> Response:
+    found = services(request)
+    return await exposition(found.metrics, found.pool, found.settings.cache_ttl)
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
-    """Every route, each behind the tokens that open it (see the README's token table)."""
-    api = settings.api_tokens | settings.admin_tokens
-    cron = api | ({settings.cron_secret} if settings.cron_secret else set())
+    """Every route, each behind the scope or tokens that open it (the README's token table)."""
+    cron = frozenset({settings.cron_secret} if settings.cron_secret else set())
     metrics_token = frozenset({settings.metrics_token} if settings.metrics_token else set())
     return [
         Route("/healthz", healthz, methods=["GET"]),
@@ -110,33 +94,39 @@ def routes(settings: Settings) -> list[BaseRoute]:
             "/api/v1",
             routes=[
                 *webhook.delivery_routes,
-                # Closed whenever the API is: an API token does not open them.
-                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
-                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
-                *guard(
-                    refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
-                    api,
-                    "an API or an admin token",
-                ),
+                *scoped(webhook.letter_routes, "admin"),
+                *scoped(refreshes.cron_routes, "refresh", cron, "CRON_SECRET or "),
+                *scoped(refreshes.routes, "refresh"),
+                *scoped(issues.routes + changes.routes, "read"),
+                *scoped(subscriptions.routes, "subscribe"),
             ],
         ),
     ]
 
 
-def guard(
-    routes: list[Route], tokens: frozenset[str], accepted: str, required: bool = False
+def scoped(
+    routes: list[Route], scope: str, tokens: frozenset[str] = frozenset(), also: str = ""
 ) -> list[Route]:
-    """The routes, each requiring one of `tokens` (none configured and not required: open)."""
-    middleware = [Middleware(Guard, tokens=tokens, accepted=accepted, required=required)]
+    """The routes, each opened by a client with `scope` (or admin), or by one of `tokens`."""
+    accepted = f"{also}a client token with the scope {scope} (or admin)"
+    return _wrapped(routes, Middleware(ScopeGuard, scope=scope, accepted=accepted, tokens=tokens))
+
+
+def guard(routes: list[Route], tokens: frozenset[str], accepted: str) -> list[Route]:
+    """The routes, each requiring one of `tokens` (none configured: open)."""
+    return _wrapped(routes, Middleware(Guard, tokens=tokens, accepted=accepted))
+
+
+def _wrapped(routes: list[Route], middleware: Middleware) -> list[Route]:
     return [
-        Route(r.path, r.endpoint, methods=sorted(r.methods or ()), middleware=middleware)
+        Route(r.path, r.endpoint, methods=sorted(r.methods or ()), middleware=[middleware])
         for r in routes
     ]
 
 
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
-        raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
+        raise ValueError("create_app needs a resolved database_url (see pool.resolve_dsn)")
     dsn = settings.database_url
     metrics = Metrics()
     watch = (
@@ -156,8 +146,9 @@ def create_app(settings: Settings) -> Starlette:
                 feed.running(pool, dsn) as follower,
                 jira_parts(settings, pool, metrics, memo, watch) as parts,
                 subscribers.running(settings, follower, metrics) as deliveries,
+                clients.loaded(settings, pool) as callers,
             ):
-                state = State(
+                found = Services(
                     settings=settings,
                     pool=pool,
                     metrics=metrics,
@@ -170,9 +161,10 @@ def create_app(settings: Settings) -> Starlette:
                     verified=watch[0],
                     health=watch[1],
                     deliveries=deliveries,
+                    clients=callers,
                 )
                 metrics.watch_feed(follower)
-                yield dict(state)
+                yield {KEY: found}
         finally:
             await pool.close()
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -18,6 +18,8 @@ from starlette.routing import Route
 from service.config import Settings
 from service.http.errors import ApiError
 from service.http.issues import parse_keys
+from service.http.middleware import open_stream
+from service.http.services import services
 from service.metrics import Metrics
 from service.model import check_project_id
 from service.shapes import render_change
@@ -34,7 +36,7 @@ RETRY_MS = 2000  # how long a client's EventSource waits before it reconnects
 
 
 def parse_filter(request: Request) -> Filter:
-    settings: Settings = request.state.settings
+    settings: Settings = services(request).settings
     project_id = request.query_params.get("project_id")
     keys = request.query_params.get("keys")
     return Filter(
@@ -59,8 +61,8 @@ async def start_cursor(request: Request, after: str | None) -> Cursor:
     if after is not None:
         return _decode(after)
     if start == "beginning":
-        return await changes.first_cursor(request.state.pool)
-    return await changes.current_cursor(request.state.pool)
+        return await changes.first_cursor(services(request).pool)
+    return await changes.current_cursor(services(request).pool)
 
 
 async def get_changes(request: Request) -> Response:
@@ -68,7 +70,7 @@ async def get_changes(request: Request) -> Response:
     limit = parse_limit(request.query_params.get("limit"))
     after = await start_cursor(request, request.query_params.get("after"))
     page = await _read(request, after, only, limit)
-    settings: Settings = request.state.settings
+    settings: Settings = services(request).settings
     now = datetime.now(UTC)
     return JSONResponse(
         {
@@ -84,9 +86,10 @@ async def stream_changes(request: Request) -> Response:
     resumed = request.headers.get("last-event-id") or request.query_params.get("after")
     after = await start_cursor(request, resumed)
     await _read(request, after, only, 1)  # a bad or expired cursor answers before the stream
+    closed = open_stream(request)  # the client's own limit: 429 beyond it
     shutdown = anyio.Event()
     return EventSourceResponse(
-        _events(request, after, only, shutdown),
+        _events(request, after, only, shutdown, closed),
         ping=PING_SECONDS,
         shutdown_event=shutdown,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
@@ -94,11 +97,11 @@ async def stream_changes(request: Request) -> Response:
 
 
 async def _events(
-    request: Request, after: Cursor, only: Filter, shutdown: anyio.Event
+    request: Request, after: Cursor, only: Filter, shutdown: anyio.Event, closed: Callable[[], None]
 ) -> AsyncIterator[ServerSentEvent]:
-    feed: Feed = request.state.feed
-    metrics: Metrics = request.state.metrics
-    ttl = request.state.settings.cache_ttl
+    feed: Feed = services(request).feed
+    metrics: Metrics = services(request).metrics
+    ttl = services(request).settings.cache_ttl
     stop = asyncio.Event()
     watcher = asyncio.create_task(_stop_on(shutdown, stop))
     metrics.change_streams.inc()
@@ -116,6 +119,7 @@ async def _events(
     finally:
         watcher.cancel()
         metrics.change_streams.dec()
+        closed()
 
 
 async def _stop_on(shutdown: anyio.Event, stop: asyncio.Event) -> None:
@@ -125,7 +129,7 @@ async def _stop_on(shutdown: anyio.Event, stop: asyncio.Event) -> None:
 
 async def _read(request: Request, after: Cursor, only: Filter, limit: int) -> changes.Page:
     try:
-        return await changes.read_changes(request.state.pool, after, only, limit)
+        return await changes.read_changes(services(request).pool, after, only, limit)
     except InvalidCursorError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     except CursorExpiredError as exc:

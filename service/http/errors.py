@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    429: "rate_limited",
     503: "unavailable",
 }
 
@@ -59,6 +61,8 @@ BODY_TOO_LARGE = "body_too_large"
 DATABASE_UNAVAILABLE = "database_unavailable"
 ISSUE_NOT_FOUND = "issue_not_found"
 JIRA_NOT_CONFIGURED = "jira_not_configured"
+INSUFFICIENT_SCOPE = "insufficient_scope"
+RATE_LIMITED = "rate_limited"
 
 
 class Unauthorized(ApiError):
@@ -71,6 +75,21 @@ class Unauthorized(ApiError):
             f"{problem}; send {accepted}",
             {"WWW-Authenticate": 'Bearer realm="api"'},
         )
+
+
+class InsufficientScope(ApiError):
+    """A known client whose scopes do not open the route."""
+
+    def __init__(self, client: str, scope: str) -> None:
+        message = f"client {client!r} lacks the scope {scope!r} (or admin) this route needs"
+        super().__init__(403, INSUFFICIENT_SCOPE, message)
+
+
+class TooMany(ApiError):
+    """Over a per-client limit; `wait` seconds until it may try again."""
+
+    def __init__(self, code: str, message: str, wait: float) -> None:
+        super().__init__(429, code, message, {"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 class InvalidNumber(ApiError):

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from service.config import Settings
 from service.http.errors import ApiError
 from service.http.responses import ShapedResponse
+from service.http.services import services
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.shapes import Issue, shape_issue
@@ -43,7 +44,7 @@ def parse_max_age(raw: str | None) -> float | None:
 async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
     """The issues the reader has for the keys, honouring ?max_age=."""
     max_age = parse_max_age(request.query_params.get("max_age"))
-    reader: Reader = request.state.reader
+    reader: Reader = services(request).reader
     try:
         return await reader.read(keys, max_age)
     except JiraSlowError as exc:
@@ -55,13 +56,13 @@ async def get_issue(request: Request) -> Response:
     cached = (await read(request, [key])).get(key)
     if cached is not None:
         return ShapedResponse(render_issue_now(request, cached))
-    if request.state.reader.refresher is None:
+    if services(request).reader.refresher is None:
         raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
     raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
 
 
 async def get_issues(request: Request) -> Response:
-    settings: Settings = request.state.settings
+    settings: Settings = services(request).settings
     keys = parse_keys(request.query_params.get("keys"), settings.max_batch_keys)
     found = await read(request, keys)
     return ShapedResponse(
@@ -74,7 +75,7 @@ async def get_issues(request: Request) -> Response:
 
 async def get_links(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
-    found = await links.list_links(request.state.pool, project_id)
+    found = await links.list_links(services(request).pool, project_id)
     return ShapedResponse(
         {
             "project_id": project_id,
@@ -96,7 +97,7 @@ async def get_links(request: Request) -> Response:
 async def put_link(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     key = normalize_key(request.path_params["key"])
-    created = await links.link(request.state.pool, project_id, key)
+    created = await links.link(services(request).pool, project_id, key)
     state, cached = await read_linked(request, key)
     body = {
         "project_id": project_id,
@@ -114,7 +115,7 @@ async def read_linked(request: Request, key: str) -> tuple[str, CachedIssue | No
     The link is stored either way: Jira being down or slow must not fail it, and the
     poller (or the read still going on) fills the cache later.
     """
-    reader: Reader = request.state.reader
+    reader: Reader = services(request).reader
     try:
         cached = (await reader.read([key], None)).get(key)
     except (JiraError, JiraSlowError):
@@ -127,7 +128,7 @@ async def read_linked(request: Request, key: str) -> tuple[str, CachedIssue | No
 async def delete_link(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     key = normalize_key(request.path_params["key"])
-    if not await links.unlink(request.state.pool, project_id, key):
+    if not await links.unlink(services(request).pool, project_id, key):
         raise ApiError(404, "link_not_found", f"project {project_id} does not link {key}")
     return Response(status_code=204)
 
@@ -138,8 +139,8 @@ async def link_or_unlink(request: Request) -> Response:
 
 
 def render_issue_now(request: Request, cached: CachedIssue) -> Issue:
-    settings: Settings = request.state.settings
-    verified_at = request.state.verified.at(cached)
+    settings: Settings = services(request).settings
+    verified_at = services(request).verified.at(cached)
     return shape_issue(cached, settings.cache_ttl, datetime.now(UTC), verified_at)
 
 

@@ -1,13 +1,28 @@
-"""ASGI middleware: a bearer-token guard for the routes it wraps, and a cap on body size."""
+"""ASGI middleware: the guards of the routes they wrap (a client's scope, or a token), and a
+cap on body size."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.errors import BodyTooLarge, Unauthorized, render_error
+from service.http.clients import Client, TooManyStreamsError
+from service.http.errors import (
+    RATE_LIMITED,
+    ApiError,
+    BodyTooLarge,
+    InsufficientScope,
+    TooMany,
+    Unauthorized,
+    render_error,
+)
+from service.http.services import KEY, services
+
+STREAM_RETRY_SECONDS = 30.0  # a stream over the limit: try again once another may have closed
+CALLER = "jsc.caller"  # the scope entry naming the client a ScopeGuard let in
 
 
 def token_matches(presented: str, accepted: Iterable[str]) -> bool:
@@ -50,6 +65,60 @@ class Guard:
             response = render_error(Unauthorized(problem, self.accepted))
             return await response(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+class ScopeGuard:
+    """Let in a client holding `scope` (or admin), within its request rate; or a request
+    bearing one of `tokens` (CRON_SECRET on the cron route). The client is kept in the
+    request's scope for the handler (`caller`)."""
+
+    def __init__(
+        self, app: ASGIApp, scope: str, accepted: str, tokens: frozenset[str] = frozenset()
+    ) -> None:
+        self.app, self.scope, self.accepted, self.tokens = app, scope, accepted, tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        clients = scope["state"][KEY].clients
+        token = bearer_token(scope)
+        client = clients.identify(token)
+        if client is None and token is not None and token_matches(token, self.tokens):
+            return await self.app(scope, receive, send)
+        refusal = self._refusal(client, token, clients.admit)
+        if refusal is not None:
+            return await render_error(refusal)(scope, receive, send)
+        scope[CALLER] = client
+        await self.app(scope, receive, send)
+
+    def _refusal(
+        self, client: Client | None, token: str | None, admit: Callable[[Client], float]
+    ) -> ApiError | None:
+        if client is None:
+            problem = "missing bearer token" if token is None else "this token does not open it"
+            return Unauthorized(problem, self.accepted)
+        if not client.allows(self.scope):
+            return InsufficientScope(client.name, self.scope)
+        wait = admit(client)
+        if wait > 0:
+            message = f"client {client.name!r} is over its request rate (CLIENT_RATE)"
+            return TooMany(RATE_LIMITED, message, wait)
+        return None
+
+
+def caller(connection: HTTPConnection) -> Client | None:
+    """The client a ScopeGuard let in; None for a bare token (CRON_SECRET)."""
+    found: Client | None = connection.scope.get(CALLER)
+    return found
+
+
+def open_stream(connection: HTTPConnection) -> Callable[[], None]:
+    """Count a change stream of the caller against its limit (429 beyond it); answers the
+    call that counts it closed. The process's own bound on streams is the feed's."""
+    try:
+        return services(connection).clients.open_stream(caller(connection))
+    except TooManyStreamsError as exc:
+        raise TooMany("too_many_streams", str(exc), STREAM_RETRY_SECONDS) from None
 
 
 class BodyLimit:

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from service import shapes
 from service.config import Settings
+from service.http.services import services
 from service.model import KEY_PATTERN, PROJECT_ID_PATTERN
 
 Schema = dict[str, Any]
@@ -72,7 +73,7 @@ def bearer() -> Schema:
 
 
 async def get_openapi(request: Request) -> Response:
-    return JSONResponse(document(request.state.settings))
+    return JSONResponse(document(services(request).settings))
 
 
 # Schemas

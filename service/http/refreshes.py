@@ -8,21 +8,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.config import Settings
 from service.http.errors import ApiError, IssueNotFound, JiraNotConfigured
 from service.http.issues import render_issue_now
 from service.http.responses import ShapedResponse
+from service.http.services import services
 from service.model import check_project_id, normalize_key
 from service.shapes import shape_project_report, shape_report
 from service.storage import issues as store
 from service.storage import links
-from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher, Report
 
 
 def refresher_of(request: Request) -> Refresher:
-    refresher: Refresher | None = request.state.refresher
+    refresher: Refresher | None = services(request).refresher
     if refresher is None:
         raise JiraNotConfigured()
     return refresher
@@ -31,7 +30,7 @@ def refresher_of(request: Request) -> Refresher:
 async def refresh_issue(request: Request) -> Response:
     key = normalize_key(request.path_params["key"])
     report = await refresher_of(request).refresh([key], "refresh")
-    pool = request.state.pool
+    pool = services(request).pool
     cached = await store.select_by_key(pool, key)
     if report.results[key].outcome == "not_found" and cached is None:
         raise IssueNotFound(key)
@@ -43,8 +42,8 @@ async def refresh_issue(request: Request) -> Response:
 async def refresh_project(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     refresher_of(request)
-    keys = await links.linked_keys(request.state.pool, project_id)
-    reader: Reader = request.state.reader
+    keys = await links.linked_keys(services(request).pool, project_id)
+    reader: Reader = services(request).reader
     report = Report()
     complete = await reader.refresh(keys, report)
     return ShapedResponse(shape_project_report(project_id, report, complete))
@@ -52,9 +51,9 @@ async def refresh_project(request: Request) -> Response:
 
 async def cron_refresh(request: Request) -> Response:
     """Run a poll cycle now over everything due (for an external cron)."""
-    refresher_of(request)
-    settings: Settings = request.state.settings
-    poller: Poller = request.state.poller
+    settings, poller = services(request).settings, services(request).poller
+    if poller is None:  # made with the refresher: no Jira, neither
+        raise JiraNotConfigured()
     try:
         # The cycle goes on past the bound (the poller drains it on shutdown).
         report = await asyncio.wait_for(poller.poll(), settings.refresh_timeout)

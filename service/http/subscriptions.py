@@ -1,28 +1,42 @@
-"""HTTP routes of subscriptions: create (secret shown once), list, show with lag, delete, resume."""
+"""HTTP routes of subscriptions: create (secret shown once), list, show with lag, delete, resume,
+rotate the secret. A client sees and changes only its own (admin: every one); another's is 404.
+"""
 
 from __future__ import annotations
 
-import fnmatch
+import base64
 import json
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.config import Settings
-from service.http.errors import INVALID_ID, ApiError
+from service.http.clients import Client
+from service.http.errors import INVALID_ID, RATE_LIMITED, ApiError, TooMany
+from service.http.middleware import caller
+from service.http.services import services
 from service.http.webhook import whole_number
 from service.model import check_project_id, normalize_key, render_time
 from service.storage import changes, subscriptions
 from service.storage.changes import Filter
-from service.storage.subscriptions import Lag, Subscription
+from service.storage.subscriptions import EVERYONE, Lag, Subscription, Viewer
 from service.sync.subscribers import Deliveries
+from service.sync.targets import TargetRefusedError, check_target
 
 FIELDS = ("key", "status", "summary", "assignee", "priority", "state")
-MAX_URL = 2048
+SECRET_BYTES = 32  # Standard Webhooks asks for 24 to 64
+
+
+class SubscriptionLimit(ApiError):
+    def __init__(self, client: str, limit: int) -> None:
+        message = (
+            f"client {client!r} holds {limit} subscriptions, its limit"
+            " (CLIENT_MAX_SUBSCRIPTIONS); delete one first"
+        )
+        super().__init__(409, "subscription_limit", message)
 
 
 class SubscriptionNotFound(ApiError):
@@ -48,6 +62,8 @@ def render(subscription: Subscription, lag: Lag | None = None) -> dict[str, Any]
         "paused": subscription.paused_at is not None,
         "paused_at": _time(subscription.paused_at),
         "paused_reason": subscription.paused_reason,
+        "client": subscription.client,
+        "previous_secret_until": _time(subscription.previous_secret_until),
     }
     if lag is not None:
         shown["lag"] = {"entries": lag.entries, "seconds": round(lag.seconds, 3)}
@@ -58,31 +74,17 @@ def _time(value: Any) -> str | None:
     return None if value is None else render_time(value)
 
 
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and the base64 of random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
 def check_url(url: Any, allowed: frozenset[str]) -> str:
-    """An http(s) URL whose host SUBSCRIPTION_ALLOWED_HOSTS allows; else a 400 saying why."""
-    if not isinstance(url, str) or len(url) > MAX_URL:
-        raise ApiError(
-            400,
-            "invalid_url",
-            f"url must be an http:// or https:// URL of at most {MAX_URL} characters",
-        )
+    """A URL SUBSCRIPTION_ALLOWED_HOSTS allows (sync/targets); else a 400 saying why."""
     try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018  (raises ValueError for a port out of range)
-    except ValueError:
-        host, parts = "", urlsplit("")
-    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
-        raise ApiError(400, "invalid_url", "url must be an http:// or https:// URL with a host")
-    if not allowed:
-        raise ApiError(
-            400,
-            "host_not_allowed",
-            "no subscription can be created until the operator sets SUBSCRIPTION_ALLOWED_HOSTS",
-        )
-    if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowed):
-        raise ApiError(400, "host_not_allowed", f"{host!r} is not in SUBSCRIPTION_ALLOWED_HOSTS")
-    return url
+        return check_target(url, allowed)
+    except TargetRefusedError as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
 
 
 def parse_request(body: bytes, settings: Settings) -> tuple[str, Filter, list[str] | None]:
@@ -126,48 +128,91 @@ def _fields(value: Any) -> list[str] | None:
 
 
 async def create_subscription(request: Request) -> Response:
-    url, only, fields = parse_request(await request.body(), request.state.settings)
-    pool = request.state.pool
-    secret = secrets.token_urlsafe(32)
-    start = await changes.current_cursor(pool)  # from now: what changes after creation
-    subscription = await subscriptions.create(pool, url, secret, only, fields, start)
+    found, client = services(request), caller(request)
+    url, only, fields = parse_request(await request.body(), found.settings)
+    wait = 0.0 if client is None else found.clients.admit_subscribing(client)
+    if wait > 0:
+        message = "subscriptions are made at most CLIENT_SUBSCRIBE_RATE a minute per client"
+        raise TooMany(RATE_LIMITED, message, wait)
+    secret = new_secret()
+    start = await changes.current_cursor(found.pool)  # from now: what changes after creation
+    limit = None if client is None else found.clients.subscription_limit(client)
+    owner = _owner(client)
+    subscription = await subscriptions.create(
+        found.pool, url, secret, only, fields, start, owner, limit
+    )
+    if subscription is None:
+        raise SubscriptionLimit(owner or "", limit or 0)
     _nudge(request)
     return JSONResponse(render(subscription) | {"secret": secret}, status_code=201)
 
 
 async def list_subscriptions(request: Request) -> Response:
-    found = await subscriptions.listed(request.state.pool)
+    found = await subscriptions.listed(services(request).pool, _viewer(request))
     return JSONResponse({"subscriptions": [render(subscription) for subscription in found]})
 
 
 async def get_subscription(request: Request) -> Response:
     subscription = await _find(request)
-    lag = await subscriptions.lag(request.state.pool, subscription)
+    lag = await subscriptions.lag(services(request).pool, subscription)
     return JSONResponse(render(subscription, lag))
 
 
 async def delete_subscription(request: Request) -> Response:
     subscription_id = _id(request)
-    if not await subscriptions.delete(request.state.pool, subscription_id):
+    if not await subscriptions.delete(services(request).pool, subscription_id, _viewer(request)):
         raise SubscriptionNotFound(subscription_id)
     return Response(status_code=204)
 
 
 async def resume_subscription(request: Request) -> Response:
-    subscription_id = _id(request)
-    subscription = await subscriptions.resume(request.state.pool, subscription_id)
-    if subscription is None:
-        raise SubscriptionNotFound(subscription_id)
+    """Resume from where it stopped, if its target is still allowed (else it stays paused)."""
+    found, subscription = services(request), await _find(request)
+    try:
+        check_target(subscription.url, found.settings.subscription_allowed_hosts)
+    except TargetRefusedError as exc:
+        reason = f"target no longer allowed: {exc}"
+        await subscriptions.pause(found.pool, subscription.id, reason)
+        raise ApiError(400, exc.code, f"not resumed: {reason}") from None
+    resumed = await subscriptions.resume(found.pool, subscription.id, _viewer(request))
+    if resumed is None:
+        raise SubscriptionNotFound(subscription.id)
     _nudge(request)
-    return JSONResponse(render(subscription))
+    return JSONResponse(render(resumed))
+
+
+async def rotate_secret(request: Request) -> Response:
+    """A new secret, shown once; the old one signs too until SUBSCRIPTION_SECRET_OVERLAP ends."""
+    found, subscription_id, secret = services(request), _id(request), new_secret()
+    overlap = found.settings.subscription_secret_overlap
+    rotated = await subscriptions.rotate(
+        found.pool, subscription_id, _viewer(request), secret, overlap
+    )
+    if rotated is None:
+        raise SubscriptionNotFound(subscription_id)
+    return JSONResponse(render(rotated) | {"secret": secret})
 
 
 async def _find(request: Request) -> Subscription:
     subscription_id = _id(request)
-    subscription = await subscriptions.find(request.state.pool, subscription_id)
+    viewer = _viewer(request)
+    subscription = await subscriptions.find(services(request).pool, subscription_id, viewer)
     if subscription is None:
         raise SubscriptionNotFound(subscription_id)
     return subscription
+
+
+def _viewer(request: Request) -> Viewer:
+    """Admin (and an open API) sees every subscription; any other client its own."""
+    client = caller(request)
+    if client is None or client.allows("admin"):
+        return EVERYONE
+    return Viewer(client.name, client.legacy)
+
+
+def _owner(client: Client | None) -> str | None:
+    """Who owns what a client makes: nobody while the API is open (no tokens at all)."""
+    return None if client is None or client.name == "anonymous" else client.name
 
 
 def _id(request: Request) -> int:
@@ -175,7 +220,7 @@ def _id(request: Request) -> int:
 
 
 def _nudge(request: Request) -> None:
-    deliveries: Deliveries | None = request.state.deliveries
+    deliveries: Deliveries | None = services(request).deliveries
     if deliveries is not None:
         deliveries.nudge()
 
@@ -197,4 +242,5 @@ routes = [
     Route("/subscriptions", subscriptions_route, methods=["GET", "POST"]),
     Route("/subscriptions/{id}", subscription_route, methods=["GET", "DELETE"]),
     Route("/subscriptions/{id}/resume", resume_subscription, methods=["POST"]),
+    Route("/subscriptions/{id}/rotate-secret", rotate_secret, methods=["POST"]),
 ]

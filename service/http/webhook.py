@@ -21,6 +21,7 @@ from service.http.errors import (
     WebhooksDisabled,
 )
 from service.http.responses import ShapedResponse
+from service.http.services import services
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
 from service.storage import webhooks
@@ -33,7 +34,7 @@ MAX_LIMIT = 1000
 
 
 async def receive(request: Request) -> Response:
-    metrics: Metrics = request.state.metrics
+    metrics: Metrics = services(request).metrics
     try:
         event, outcome = await _receive(request)
     except ApiError as exc:
@@ -46,7 +47,7 @@ async def receive(request: Request) -> Response:
 
 
 async def _receive(request: Request) -> tuple[str, Outcome]:
-    settings: Settings = request.state.settings
+    settings: Settings = services(request).settings
     if not settings.webhook_secret:
         raise WebhooksDisabled()
     body = await read_body(request, settings.webhook_max_body_bytes)
@@ -62,12 +63,12 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
     identifier = request.headers.get("x-atlassian-webhook-identifier")
     try:
         delivery = webhook.parse(body, identifier)
-        async with request.state.pool.acquire() as connection:
+        async with services(request).pool.acquire() as connection:
             outcome = await webhook.apply(connection, delivery, settings.cache_ttl)
-        webhook.forget_locally(request.state.memo, delivery.payload)
+        webhook.forget_locally(services(request).memo, delivery.payload)
     except UnusablePayloadError as exc:
-        await webhooks.add_dead_letter(request.state.pool, identifier, str(exc), readable(body))
-        request.state.metrics.dead_letters.inc()
+        await webhooks.add_dead_letter(services(request).pool, identifier, str(exc), readable(body))
+        services(request).metrics.dead_letters.inc()
         raise UnusablePayload(str(exc)) from None
     # Label values stay few: Jira's event names, or "other" for anything unexpected.
     return (delivery.event if delivery.event in KNOWN_EVENTS else "other"), outcome
@@ -93,7 +94,7 @@ async def list_dead_letters(request: Request) -> Response:
     limit = whole_number(request, "limit", "50", INVALID_LIMIT, MAX_LIMIT)
     before = request.query_params.get("before")
     cursor = None if before is None else whole_number(request, "before", "", INVALID_CURSOR)
-    letters = await webhooks.list_dead_letters(request.state.pool, limit + 1, cursor)
+    letters = await webhooks.list_dead_letters(services(request).pool, limit + 1, cursor)
     page: list[DeadLetter] = []
     size = 0
     for letter in letters[:limit]:
@@ -108,7 +109,7 @@ async def list_dead_letters(request: Request) -> Response:
 async def get_dead_letter(request: Request) -> Response:
     """One letter with its whole body."""
     letter_id = whole_number(request, "id", "", INVALID_ID, source="path")
-    letter = await webhooks.get_dead_letter(request.state.pool, letter_id)
+    letter = await webhooks.get_dead_letter(services(request).pool, letter_id)
     if letter is None:
         raise DeadLetterNotFound(letter_id)
     return ShapedResponse(shape_letter(letter))

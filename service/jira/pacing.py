@@ -37,6 +37,14 @@ def parse_retry_after(value: str | None, wall: Clock = time.time) -> float | Non
     return max(0.0, when.timestamp() - wall())
 
 
+def backoff(
+    base: float, cap: float, attempt: int, rand: Callable[[], float] = random.random
+) -> float:
+    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)], so
+    that the retries of many callers spread out rather than arrive together."""
+    return rand() * min(cap, base * 2.0**attempt)
+
+
 class RateLimiter:
     """One gate that every request awaits: Jira's pauses, backoff and an optional steady rate."""
 
@@ -66,8 +74,7 @@ class RateLimiter:
         self._not_before = max(self._not_before, self._clock() + seconds)
 
     def backoff(self, attempt: int) -> float:
-        """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
-        return self._rand() * min(self.cap, self.base * 2.0**attempt)
+        return backoff(self.base, self.cap, attempt, self._rand)
 
     async def wait(self, seconds: float) -> None:
         """Pause one caller only, through the same injectable sleep."""

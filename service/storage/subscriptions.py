@@ -28,10 +28,35 @@ class Subscription:
     last_error_at: datetime | None
     paused_at: datetime | None
     paused_reason: str | None
+    client: str | None = None
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_until: datetime | None = None
 
     @property
     def only(self) -> Filter:
         return Filter(project_id=self.project_id, keys=self.keys)
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a delivery now: the current one, and during a rotation's
+        window the one before it."""
+        until = self.previous_secret_until
+        if self.previous_secret is None or until is None or until <= now:
+            return [self.secret]
+        return [self.secret, self.previous_secret]
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Whose subscriptions a caller sees: one client's (with those nobody owns, for a client
+    of API_TOKENS, which saw them all before clients existed), or every one (`client` None)."""
+
+    client: str | None
+    unowned: bool = False
+
+
+EVERYONE = Viewer(None, True)
+# $2, $3 are the viewer in every statement that takes one, written out in each (the condition
+# `($2::text IS NULL OR client = $2::text OR ($3::bool AND client IS NULL))`).
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,52 +68,119 @@ class Lag:
 
 
 async def create(
-    executor: Executor,
+    pool: asyncpg.Pool,
     url: str,
     secret: str,
     only: Filter,
     fields: Sequence[str] | None,
     start: Cursor,
-) -> Subscription:
-    rows = await executor.fetch(
-        "INSERT INTO subscriptions (url, secret, project_id, keys, fields, cursor_txid,"
-        " cursor_position) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7)"
-        " RETURNING *",
-        url,
-        secret,
-        only.project_id,
-        None if only.keys is None else list(only.keys),
-        None if fields is None else list(fields),
-        str(start.txid),
-        start.position,
-    )
+    client: str | None = None,
+    limit: int | None = None,
+) -> Subscription | None:
+    """Make a subscription owned by `client`; None when the client already holds `limit`."""
+    async with pool.acquire() as connection, connection.transaction():
+        # One client's creations in turn, so that two at once cannot both pass the count.
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sub:{client}")
+        held = await connection.fetchval(
+            "SELECT count(*) FROM subscriptions WHERE client IS NOT DISTINCT FROM $1", client
+        )
+        if limit is not None and held >= limit:
+            return None
+        rows = await connection.fetch(
+            "INSERT INTO subscriptions (url, secret, project_id, keys, fields, cursor_txid,"
+            " cursor_position, client) VALUES ($1, $2, $3, $4, $5, $6::text::xid8, $7, $8)"
+            " RETURNING *",
+            url,
+            secret,
+            only.project_id,
+            None if only.keys is None else list(only.keys),
+            None if fields is None else list(fields),
+            str(start.txid),
+            start.position,
+            client,
+        )
     return _subscription(rows[0])
 
 
-async def find(executor: Executor, subscription_id: int) -> Subscription | None:
-    row = await executor.fetchrow("SELECT * FROM subscriptions WHERE id = $1", subscription_id)
+async def find(
+    executor: Executor, subscription_id: int, viewer: Viewer = EVERYONE
+) -> Subscription | None:
+    row = await executor.fetchrow(
+        "SELECT * FROM subscriptions WHERE id = $1"
+        " AND ($2::text IS NULL OR client = $2::text OR ($3::bool AND client IS NULL))",
+        subscription_id,
+        *_of(viewer),
+    )
     return None if row is None else _subscription(row)
 
 
-async def listed(executor: Executor) -> list[Subscription]:
-    rows = await executor.fetch("SELECT * FROM subscriptions ORDER BY id")
+async def listed(executor: Executor, viewer: Viewer = EVERYONE) -> list[Subscription]:
+    rows = await executor.fetch(
+        "SELECT * FROM subscriptions WHERE $1::int IS NULL"
+        " AND ($2::text IS NULL OR client = $2::text OR ($3::bool AND client IS NULL))"
+        " ORDER BY id",
+        None,
+        *_of(viewer),
+    )
     return [_subscription(row) for row in rows]
 
 
-async def delete(executor: Executor, subscription_id: int) -> bool:
+async def delete(executor: Executor, subscription_id: int, viewer: Viewer = EVERYONE) -> bool:
     gone = await executor.fetchval(
-        "DELETE FROM subscriptions WHERE id = $1 RETURNING id", subscription_id
+        "DELETE FROM subscriptions WHERE id = $1"
+        " AND ($2::text IS NULL OR client = $2::text OR ($3::bool AND client IS NULL))"
+        " RETURNING id",
+        subscription_id,
+        *_of(viewer),
     )
     return gone is not None
 
 
-async def resume(executor: Executor, subscription_id: int) -> Subscription | None:
+async def resume(
+    executor: Executor, subscription_id: int, viewer: Viewer = EVERYONE
+) -> Subscription | None:
     row = await executor.fetchrow(
         "UPDATE subscriptions SET paused_at = NULL, paused_reason = NULL, failing_since = NULL"
-        " WHERE id = $1 RETURNING *",
+        " WHERE id = $1"
+        " AND ($2::text IS NULL OR client = $2::text OR ($3::bool AND client IS NULL))"
+        " RETURNING *",
         subscription_id,
+        *_of(viewer),
     )
     return None if row is None else _subscription(row)
+
+
+async def pause(executor: Executor, subscription_id: int, reason: str) -> None:
+    """Pause it now, saying why (a target no longer allowed), and hand its lease back."""
+    await executor.execute(
+        "UPDATE subscriptions SET paused_at = coalesce(paused_at, now()), paused_reason = $2,"
+        " last_error = $2, last_error_at = now(), lease_owner = NULL, lease_until = NULL"
+        " WHERE id = $1",
+        subscription_id,
+        reason,
+    )
+
+
+async def rotate(
+    executor: Executor, subscription_id: int, viewer: Viewer, secret: str, overlap: float
+) -> Subscription | None:
+    """A new secret; the current one keeps signing too for `overlap` seconds."""
+    row = await executor.fetchrow(
+        "UPDATE subscriptions SET previous_secret = secret,"
+        " previous_secret_until = now() + make_interval(secs => $5), secret = $4"
+        " WHERE id = $1"
+        " AND ($2::text IS NULL OR client = $2::text OR ($3::bool AND client IS NULL))"
+        " RETURNING *",
+        subscription_id,
+        *_of(viewer),
+        secret,
+        overlap,
+    )
+    return None if row is None else _subscription(row)
+
+
+def _of(viewer: Viewer) -> tuple[str | None, bool]:
+    return viewer.client, viewer.unowned
 
 
 async def lag(executor: Executor, subscription: Subscription) -> Lag:
@@ -223,4 +315,7 @@ def _subscription(row: asyncpg.Record) -> Subscription:
         last_error_at=row["last_error_at"],
         paused_at=row["paused_at"],
         paused_reason=row["paused_reason"],
+        client=row["client"],
+        previous_secret=row["previous_secret"],
+        previous_secret_until=row["previous_secret_until"],
     )

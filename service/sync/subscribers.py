@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from service.config import Settings
+from service.jira.pacing import backoff
 from service.metrics import Metrics
 from service.shapes import render_change
 from service.storage import changes, subscriptions
@@ -33,6 +33,7 @@ from service.storage.changes import Change, Cursor, CursorExpiredError
 from service.storage.subscriptions import Subscription
 from service.sync import notify
 from service.sync.feed import LOST, PAGE, Feed, set_within
+from service.sync.targets import TargetRefusedError, check_target
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP = 300.0  # seconds: the longest wait between two attempts without Retry-After
@@ -163,10 +164,11 @@ class Deliveries:
         delivery_id = f"{subscription.id}:{change.cursor.encode()}"
         attempt = 0
         while self.holding(subscription.id) and not self.stop.is_set():
+            if not await self._allowed(subscription):
+                return False
+            secrets = subscription.signing_secrets(datetime.now(UTC))
             try:
-                await notify.post(
-                    self.session, subscription.url, body, subscription.secret, delivery_id
-                )
+                await notify.post(self.session, subscription.url, body, secrets, delivery_id)
             except notify.DeliveryError as exc:
                 pause_after = self.settings.subscription_pause_after if exc.retry else None
                 if await self._fail(subscription, str(exc), pause_after):
@@ -179,6 +181,18 @@ class Deliveries:
             self._count("delivered")
             return True
         return False
+
+    async def _allowed(self, subscription: Subscription) -> bool:
+        """Whether SUBSCRIPTION_ALLOWED_HOSTS still allows the target; if not, pause it."""
+        try:
+            check_target(subscription.url, self.settings.subscription_allowed_hosts)
+        except TargetRefusedError as exc:
+            reason = f"target no longer allowed: {exc}"
+            await subscriptions.pause(self.pool, subscription.id, reason)
+            self._count("paused")
+            log.warning("subscription paused", extra={"subscription": subscription.id})
+            return False
+        return True
 
     async def _fail(
         self, subscription: Subscription, error: str, pause_after: float | None
@@ -197,9 +211,7 @@ class Deliveries:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
-        ceiling = min(BACKOFF_CAP, self.settings.subscription_backoff * 2**attempt)
-        # Jitter, so that the retries of many subscriptions spread out; no secret here.
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+        return backoff(self.settings.subscription_backoff, BACKOFF_CAP, attempt)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
