@@ -365,6 +365,9 @@ class Settings:
     client_subscribe_rate: float = setting(
         "CLIENT_SUBSCRIBE_RATE", 10.0, real(0.01, 1_000_000), "subscriptions made per minute"
     )
+    clients_reload: float = setting(
+        "CLIENTS_RELOAD", 5.0, real(0.05, HOUR), "seconds between reloads of the clients"
+    )
     subscription_secret_overlap: float = setting(
         "SUBSCRIPTION_SECRET_OVERLAP", 86400.0, real(0, YEAR), "seconds an old secret still signs"
     )

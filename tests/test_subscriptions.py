@@ -38,6 +38,7 @@ class Received:
     delivery_id: str
     signature: str
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def entry(self) -> dict[str, Any]:
@@ -69,7 +70,8 @@ class Receiver:
                 status, headers = self.script.pop(0)
                 return web.Response(status=status, headers=headers)
             headers = request.headers
-            self.taken.append(Received(headers["X-Delivery-Id"], headers["X-Hub-Signature"], body))
+            signature, delivery_id = headers["X-Hub-Signature"], headers["X-Delivery-Id"]
+            self.taken.append(Received(delivery_id, signature, body, dict(headers)))
             return web.Response(status=204)
         finally:
             self.in_flight -= 1
@@ -241,6 +243,8 @@ async def test_a_subscriber_failing_past_the_bound_is_paused_until_resumed(fresh
         resumed = await http.post(f"/api/v1/subscriptions/{created['id']}/resume")
         assert resumed.status_code == 200 and resumed.json()["paused"] is False
         await eventually(lambda: _true(len(receiver.taken) == 2))
+        # The receiver has the entry before the cursor moves past it.
+        await eventually(lambda: _delivered(http, created, 2))
         shown = await status(http, created)
     assert receiver.keys() == ["PRJ-1", "PRJ-2"] and shown["delivered"] == 2
     assert shown["last_success_at"] is not None and shown["lag"]["entries"] == 0
@@ -296,6 +300,10 @@ async def test_filters_pick_projects_keys_and_fields(http, fresh) -> None:
         await eventually(lambda: _caught_up(http, 3, expected[-1]))
     assert project.keys() == ["PRJ-1", "PRJ-1"] and keyed.keys() == ["PRJ-2", "PRJ-2"]
     assert status_only.keys() == ["PRJ-1", "PRJ-2", "PRJ-3", "PRJ-3"]
+
+
+async def _delivered(http: httpx.AsyncClient, subscription: dict[str, Any], count: int) -> bool:
+    return bool((await status(http, subscription))["delivered"] == count)
 
 
 async def _paused(http: httpx.AsyncClient, subscription: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from service import config
-from service.cli import changes, commands, sync, webhook
+from service.cli import changes, clients, commands, sync, webhook
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
 from service.storage import migrate as migrations
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_command(subparsers)
     changes.add_command(subparsers)
     sync.add_command(subparsers)
+    clients.add_command(subparsers)
     subparsers.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         if command.add_help:
             command.formatter_class = argparse.RawDescriptionHelpFormatter
             command.epilog = settings_epilog(
-                DATABASE_SETTINGS if name in {"migrate", "dead-letters"} else setting_names()
+                DATABASE_SETTINGS
+                if name in {"migrate", "dead-letters", "client"}
+                else setting_names()
             )
     return parser
 
@@ -101,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "webhook": lambda settings: webhook.main(settings, args),
         "changes": lambda settings: changes.run(settings, args),
         "sync": sync.sync_once,
+        "client": lambda settings: clients.run(settings, args),
     }
     try:
         return run[args.command](settings)

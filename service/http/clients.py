@@ -1,8 +1,8 @@
 """Who is calling: the clients (stored, and those of API_TOKENS/ADMIN_TOKENS), and their limits.
 
-Each process keeps the live clients in memory, reloaded every few seconds, so that a request
-never waits on the database to be identified, and a revoked token stops working within
-RELOAD_SECONDS on every replica. Rates and open streams are counted per process.
+Each process keeps the live clients in memory, reloaded every CLIENTS_RELOAD seconds, so that
+a request never waits on the database to be identified, and a revoked token stops working
+within that on every replica. Rates and open streams are counted per process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from service.storage.clients import SCOPES, Client, token_hash
 from service.storage.pool import UNREACHABLE, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
-RELOAD_SECONDS = 5.0
 # With no token configured and no client made, the API is open: the caller is this one.
 ANONYMOUS = Client("anonymous", frozenset(SCOPES))
 API_SCOPES = frozenset({"read", "subscribe", "refresh"})  # what an API token opened before
@@ -147,9 +146,9 @@ class Clients:
         self.stored = await stored.live(self.pool)
 
     async def run(self) -> None:
-        """Reload every RELOAD_SECONDS; a database that is down keeps the last known clients."""
+        """Reload every CLIENTS_RELOAD; a database that is down keeps the last known clients."""
         while True:
-            await asyncio.sleep(RELOAD_SECONDS)
+            await asyncio.sleep(self.settings.clients_reload)
             try:
                 await self.reload()
             except RELOAD_FAILED as exc:
