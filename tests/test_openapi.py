@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from jira_simulator import Simulator
 from service.config import Settings
 from service.http.openapi import document
+from service.storage import clients
 from service.storage import issues as store
 from tests.conftest import app_client
 from tests.factory import make_issue
@@ -44,7 +46,8 @@ TOKENS: dict[str, Any] = {
     "admin_tokens": frozenset({TOKEN}),
 }
 WEBHOOK = "/api/v1/webhooks/jira"
-API_ONLY = {"Authorization": "Bearer api-token-for-tests"}
+# Stored clients of one scope each, for the 403s.
+NARROW = {"read": "read-only-token-for-tests", "refresh": "refresh-only-token-for-tests"}
 DOC = document(Settings())
 
 
@@ -112,6 +115,8 @@ class World:
 @pytest.fixture
 async def world(db, settings, sim) -> AsyncIterator[World]:
     sim.seed(3, ["PRJ"])
+    for scope, token in NARROW.items():
+        await clients.add(db, f"only-{scope}", {scope}, token)
     wired = jira_settings(settings, sim, **TOKENS)
     async with app_client(wired) as http:
         http.headers.update(AUTH)
@@ -134,6 +139,7 @@ def wrong_token(path: str, method: str = "GET") -> Scenario:
     async def make(w: World) -> httpx.Response:
         return await w.http.request(method, path, headers={"Authorization": "Bearer nope"})
 
+    make.path, make.method = path, method  # type: ignore[attr-defined]  (for 403 and 429)
     return make
 
 
@@ -221,7 +227,7 @@ scenario(PROJECT_REFRESH, "post", 503)(jiraless("/api/v1/projects/p/jira/refresh
 scenario(CRON, "get", 401)(wrong_token("/api/v1/cron/jira-refresh"))
 scenario(CRON, "get", 503)(jiraless("/api/v1/cron/jira-refresh"))
 scenario(LETTERS, "get", 400)(plain("/api/v1/webhooks/dead-letters?limit=%C2%B2"))
-scenario(LETTERS, "get", 401)(lambda w: w.http.get(LETTERS, headers=API_ONLY))
+scenario(LETTERS, "get", 401)(wrong_token(LETTERS))
 scenario(LETTERS, "get", 503)(cut("/api/v1/webhooks/dead-letters"))
 CHANGES, STREAM = "/api/v1/changes", "/api/v1/changes/stream"
 scenario(CHANGES, "get", 400)(plain("/api/v1/changes?after=nope"))
@@ -390,6 +396,7 @@ scenario(STREAM, "get", 410)(expired(STREAM))
 
 SUBSCRIPTIONS = "/api/v1/subscriptions"
 SUBSCRIPTION, RESUME = f"{SUBSCRIPTIONS}/{{id}}", f"{SUBSCRIPTIONS}/{{id}}/resume"
+ROTATE = f"{SUBSCRIPTIONS}/{{id}}/rotate-secret"
 HOOK = {"url": "http://127.0.0.1:9/hook", "keys": ["PRJ-1"], "fields": ["status"]}
 
 
@@ -399,14 +406,14 @@ async def subscribe(http: httpx.AsyncClient) -> httpx.Response:
 
 @scenario(SUBSCRIPTIONS, "post", 201)
 async def subscription(w: World) -> httpx.Response:
-    async with w.variant(subscription_allowed_hosts=frozenset({"127.0.0.1"})) as http:
+    async with w.variant(subscription_allowed_hosts=frozenset({"127.0.0.1:9"})) as http:
         return await subscribe(http)
 
 
 @scenario(SUBSCRIPTIONS, "post", 503)
 async def subscription_with_database_down(w: World) -> httpx.Response:
     proxy = PgProxy(w.settings.database_url or "")
-    hosts = frozenset({"127.0.0.1"})
+    hosts = frozenset({"127.0.0.1:9"})
     database = await proxy.start()
     async with w.variant(database_url=database, subscription_allowed_hosts=hosts) as http:
         await proxy.cut()
@@ -416,8 +423,9 @@ async def subscription_with_database_down(w: World) -> httpx.Response:
 def on_subscription(method: str, path: str = SUBSCRIPTION) -> Scenario:
     async def make(w: World) -> httpx.Response:
         await subscription(w)
-        listed = (await w.http.get(SUBSCRIPTIONS)).json()["subscriptions"]
-        return await w.http.request(method, path.replace("{id}", listed[0]["id"]))
+        async with w.variant(subscription_allowed_hosts=frozenset({"127.0.0.1:9"})) as http:
+            listed = (await http.get(SUBSCRIPTIONS)).json()["subscriptions"]
+            return await http.request(method, path.replace("{id}", listed[0]["id"]))
 
     return make
 
@@ -431,6 +439,7 @@ for method, status, path in (
     ("GET", 200, SUBSCRIPTION),
     ("DELETE", 204, SUBSCRIPTION),
     ("POST", 200, RESUME),
+    ("POST", 200, ROTATE),
 ):
     template = path
     scenario(template, method.lower(), status)(on_subscription(method, path))
@@ -438,6 +447,43 @@ for method, status, path in (
     scenario(template, method.lower(), 401)(wrong_token(path.replace("{id}", "1"), method))
     scenario(template, method.lower(), 404)(plain(path.replace("{id}", "7"), method))
     scenario(template, method.lower(), 503)(cut(path.replace("{id}", "1"), method))
+
+
+@scenario(SUBSCRIPTIONS, "post", 409)
+async def subscription_over_the_limit(w: World) -> httpx.Response:
+    hosts = frozenset({"127.0.0.1:9"})
+    async with w.variant(subscription_allowed_hosts=hosts, client_max_subscriptions=0) as http:
+        return await subscribe(http)
+
+
+def lacking_scope(path: str, method: str, scope: str) -> Scenario:
+    """A stored client's token without the route's scope: 403."""
+    token = NARROW["read"] if scope != "read" else NARROW["refresh"]
+
+    async def make(w: World) -> httpx.Response:
+        return await w.http.request(method, path, headers={"Authorization": f"Bearer {token}"})
+
+    return make
+
+
+def over_rate(path: str, method: str) -> Scenario:
+    """The admin token over a CLIENT_RATE of one request: its second request answers 429."""
+
+    async def make(w: World) -> httpx.Response:
+        async with w.variant(client_rate=0.01) as http:
+            await http.get(CHANGES)
+            return await http.request(method, path)
+
+    return make
+
+
+# Each scoped route's 403 and 429, at the concrete path of its 401 scenario.
+for (template, method, status), made in list(SCENARIOS.items()):
+    scope = re.search(r"scope `([a-z]+)`", json.dumps(DOC["paths"][template][method]))
+    if status == "401" and scope is not None:
+        path, verb = made.path, made.method  # type: ignore[attr-defined]
+        scenario(template, method, 403)(lacking_scope(path, verb, scope.group(1)))
+        scenario(template, method, 429)(over_rate(path, verb))
 
 
 def test_every_documented_answer_has_a_scenario() -> None:

@@ -35,11 +35,17 @@ A cache of Jira issue status. Every error answers `{"error": {"code", "message"}
 operation lists the codes it can answer under each status. A path not listed here answers 404
 `not_found`; a listed path called with a method it does not list answers 405
 `method_not_allowed` with an `Allow` header (or 404); a body over the limit answers 413
-`body_too_large` on any route. Bearer tokens: API routes take an API or admin token (checked
-only when API_TOKENS or ADMIN_TOKENS is set), dead letters only an admin token, the cron route
-also CRON_SECRET, /metrics METRICS_TOKEN when it is set; the webhook proves itself by its own
-secret; /healthz, /readyz and /openapi.json are open. A subscription POSTs each matching
-change, signed `X-Hub-Signature: sha256=<HMAC of the body>`, to a host the operator allows."""
+`body_too_large` on any route. Bearer tokens are a client's (`jira-status-cache client add`,
+or API_TOKENS and ADMIN_TOKENS); each API route needs a scope: `read` (issues, links, changes,
+the stream), `subscribe` (the client's own subscriptions), `refresh` (refresh routes, the cron
+route, which also takes CRON_SECRET) or `admin` (every route, dead letters, every
+subscription). An unknown token answers 401, a client without the scope 403
+`insufficient_scope`, one over a per-client limit 429 with Retry-After. With no token
+configured and no client made, the API is open. /metrics takes METRICS_TOKEN when it is set;
+the webhook proves itself by its own secret; /healthz, /readyz and /openapi.json are open. A
+subscription POSTs each matching change to a host the operator allows, signed per Standard
+Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
+id.timestamp.body>`) and with `X-Hub-Signature: sha256=<HMAC of the body>`."""
 
 
 def document(settings: Settings) -> Schema:
@@ -66,8 +72,8 @@ def document(settings: Settings) -> Schema:
 
 def bearer() -> Schema:
     about = (
-        "API_TOKENS or ADMIN_TOKENS for API routes, ADMIN_TOKENS for dead letters, also"
-        " CRON_SECRET for the cron route, METRICS_TOKEN for /metrics when set"
+        "a client's token (client add, API_TOKENS, ADMIN_TOKENS) holding the route's scope;"
+        " also CRON_SECRET for the cron route, METRICS_TOKEN for /metrics when set"
     )
     return {"type": "http", "scheme": "bearer", "description": about}
 
@@ -229,6 +235,17 @@ def guarded(responses: dict[str, Schema]) -> dict[str, Schema]:
     }
 
 
+def scoped(responses: dict[str, Schema], scope: str, *limits: str) -> dict[str, Schema]:
+    """The responses of a route a client opens with `scope` (or admin): also 403 for a client
+    without it, and 429 over the client's request rate (or one of its other `limits`)."""
+    retry = {"Retry-After": {"schema": text(pattern="^[0-9]+$"), "description": "seconds"}}
+    lacking = f"the client lacks the scope `{scope}` (or `admin`)"
+    return guarded(responses) | {
+        "403": fail(lacking, "insufficient_scope"),
+        "429": fail("over a per-client limit", "rate_limited", *limits, headers=retry),
+    }
+
+
 # Operations
 
 
@@ -317,17 +334,20 @@ def issue_paths(settings: Settings) -> Schema:
             "get": operation(
                 "getIssues",
                 "Read many",
-                guarded(many),
+                scoped(many, "read"),
                 keys_in_query(settings.max_batch_keys),
                 max_age(),
             )
         },
         "/api/v1/issues/{key}": {
-            "get": operation("getIssue", "Read one", guarded(one), key_in_path(), max_age())
+            "get": operation("getIssue", "Read one", scoped(one, "read"), key_in_path(), max_age())
         },
         "/api/v1/issues/{key}/refresh": {
             "post": operation(
-                "refreshIssue", "Read one from Jira now", guarded(refreshed), key_in_path()
+                "refreshIssue",
+                "Read one from Jira now",
+                scoped(refreshed, "refresh"),
+                key_in_path(),
             )
         },
     }
@@ -371,15 +391,17 @@ def link_paths() -> Schema:
     project, key = project_in_path(), key_in_path()
     return {
         "/api/v1/projects/{project_id}/jira": {
-            "get": operation("getLinks", "A project's links", guarded(listed), project)
+            "get": operation("getLinks", "A project's links", scoped(listed, "read"), project)
         },
         "/api/v1/projects/{project_id}/jira/{key}": {
-            "put": operation("putLink", "Link a key", guarded(linked), project, key),
-            "delete": operation("deleteLink", "Unlink a key", guarded(unlinked), project, key),
+            "put": operation("putLink", "Link a key", scoped(linked, "read"), project, key),
+            "delete": operation(
+                "deleteLink", "Unlink a key", scoped(unlinked, "read"), project, key
+            ),
         },
         "/api/v1/projects/{project_id}/jira/refresh": {
             "post": operation(
-                "refreshProject", "Read a project's keys now", guarded(refreshed), project
+                "refreshProject", "Read a project's keys now", scoped(refreshed, "refresh"), project
             )
         },
     }
@@ -415,14 +437,14 @@ def hook_paths() -> Schema:
     cursor = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
     return {
         "/api/v1/cron/jira-refresh": {
-            "get": operation("cronRefresh", "Poll everything due now", guarded(polled))
+            "get": operation("cronRefresh", "Poll everything due now", scoped(polled, "refresh"))
         },
         "/api/v1/webhooks/jira": {"post": webhook()},
         "/api/v1/webhooks/dead-letters": {
             "get": operation(
                 "getDeadLetters",
                 "Deliveries that could not be used",
-                guarded(letters),
+                scoped(letters, "admin"),
                 parameter("query", "limit", limit, "how many", required=False),
                 parameter("query", "before", cursor, "only letters older than this id", False),
             )
@@ -431,7 +453,7 @@ def hook_paths() -> Schema:
             "get": operation(
                 "getDeadLetter",
                 "One dead letter, whole",
-                guarded(letter),
+                scoped(letter, "admin"),
                 parameter("path", "id", cursor, "the letter's id"),
             )
         },
@@ -529,7 +551,7 @@ def change_paths(settings: Settings) -> Schema:
             "get": operation(
                 "getChanges",
                 "Changes after a cursor",
-                guarded(page),
+                scoped(page, "read"),
                 *change_filters(settings),
                 parameter("query", "limit", limit, "at most this many", required=False),
             )
@@ -538,7 +560,7 @@ def change_paths(settings: Settings) -> Schema:
             "get": operation(
                 "streamChanges",
                 "Changes as Server-Sent Events",
-                guarded(stream),
+                scoped(stream, "read", "too_many_streams"),
                 *change_filters(settings),
                 resume,
             )
@@ -571,6 +593,8 @@ def subscription_schemas(settings: Settings) -> dict[str, Schema]:
         "paused": {"type": "boolean"},
         "paused_at": when,
         "paused_reason": nullable(text()),
+        "client": nullable(text(description="the client that made it; null: made while open")),
+        "previous_secret_until": when,
     }
     lag = record(entries={"type": "integer", "minimum": 0}, seconds={"type": "number"})
     asked = record(
@@ -583,7 +607,11 @@ def subscription_schemas(settings: Settings) -> dict[str, Schema]:
         "Subscription": record(**shown),
         "SubscriptionStatus": record(**shown, lag=lag),
         "NewSubscription": record(
-            **shown, secret=text(description="signs every delivery; shown only here, once")
+            **shown,
+            secret=text(
+                pattern="^whsec_",
+                description="signs every delivery (Standard Webhooks); shown only here, once",
+            ),
         ),
         "Subscriptions": record(subscriptions=array(ref("Subscription"))),
         "SubscriptionRequest": asked | {"required": ["url"]},
@@ -610,17 +638,21 @@ def subscription_paths() -> Schema:
         "content": {"application/json": {"schema": ref("SubscriptionRequest")}},
     }
     created = answer("created; the secret is shown this once", ref("NewSubscription"))
+    rotated = ref("NewSubscription")
+    limit = fail("the client holds CLIENT_MAX_SUBSCRIPTIONS already", "subscription_limit")
     return {
         "/api/v1/subscriptions": {
             "get": operation(
                 "listSubscriptions",
                 "Every subscription",
-                guarded({"200": answer("oldest first", ref("Subscriptions")), "503": down}),
+                scoped(
+                    {"200": answer("oldest first", ref("Subscriptions")), "503": down}, "subscribe"
+                ),
             ),
             "post": operation(
                 "createSubscription",
                 "POST each matching change to a URL, signed",
-                guarded({"201": created, "400": refused, "503": down}),
+                scoped({"201": created, "400": refused, "409": limit, "503": down}, "subscribe"),
             )
             | {"requestBody": body},
         },
@@ -628,13 +660,13 @@ def subscription_paths() -> Schema:
             "get": operation(
                 "getSubscription",
                 "A subscription, its lag and pause state",
-                guarded(one | {"200": answer("found", ref("SubscriptionStatus"))}),
+                scoped(one | {"200": answer("found", ref("SubscriptionStatus"))}, "subscribe"),
                 identifier,
             ),
             "delete": operation(
                 "deleteSubscription",
                 "Stop and forget a subscription",
-                guarded(one | {"204": answer("deleted")}),
+                scoped(one | {"204": answer("deleted")}, "subscribe"),
                 identifier,
             ),
         },
@@ -642,7 +674,30 @@ def subscription_paths() -> Schema:
             "post": operation(
                 "resumeSubscription",
                 "Deliver again from where a paused subscription stopped",
-                guarded(one | {"200": answer("resumed", ref("Subscription"))}),
+                scoped(
+                    one
+                    | {
+                        "200": answer("resumed", ref("Subscription")),
+                        "400": fail(
+                            "invalid id, or its target no longer allowed (it stays paused)",
+                            "invalid_id",
+                            "host_not_allowed",
+                            "invalid_url",
+                        ),
+                    },
+                    "subscribe",
+                ),
+                identifier,
+            )
+        },
+        "/api/v1/subscriptions/{id}/rotate-secret": {
+            "post": operation(
+                "rotateSubscriptionSecret",
+                "A new signing secret; the old one signs too for SUBSCRIPTION_SECRET_OVERLAP",
+                scoped(
+                    one | {"200": answer("rotated; the new secret shown once", rotated)},
+                    "subscribe",
+                ),
                 identifier,
             )
         },
