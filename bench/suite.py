@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, feed, freshness, profile, reads, refresh, runs, scale, sync, webhooks
+from bench import db, fanout, feed, freshness, profile, reads, refresh, runs, scale, sync, webhooks
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
@@ -30,6 +30,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "freshness": freshness.run,
     "webhooks": webhooks.run,
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
+    "fanout": fanout.run,  # later still; it closes the API while its clients exist
 }
 NAMES = (*WORLD_SCENARIOS, "scale", "sync")
 

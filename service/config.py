@@ -365,6 +365,9 @@ class Settings:
     client_subscribe_rate: float = setting(
         "CLIENT_SUBSCRIBE_RATE", 10.0, real(0.01, 1_000_000), "subscriptions made per minute"
     )
+    subscription_connections: int = setting(
+        "SUBSCRIPTION_CONNECTIONS", 3, whole(1, 64), "database connections delivery may hold"
+    )
     clients_reload: float = setting(
         "CLIENTS_RELOAD", 5.0, real(0.05, HOUR), "seconds between reloads of the clients"
     )

@@ -52,6 +52,9 @@ class Deliveries:
         metrics: Metrics | None = None,
     ) -> None:
         self.feed, self.pool, self.session = feed, feed.pool, session
+        # The workers' turns at the database: however many subscriptions, they hold at most
+        # this many of the pool's connections, and the webhook path keeps the rest.
+        self.turns = asyncio.Semaphore(settings.subscription_connections)
         self.settings, self.metrics = settings, metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stop = asyncio.Event()
@@ -134,7 +137,8 @@ class Deliveries:
         while not self.stop.is_set():
             waiter = self.feed.waiter()  # taken before the read, so that no wake is missed
             try:
-                page = await changes.read_changes(self.pool, cursor, subscription.only, PAGE)
+                async with self.turns:
+                    page = await changes.read_changes(self.pool, cursor, subscription.only, PAGE)
             except CursorExpiredError as exc:
                 await self._fail(subscription, str(exc), pause_after=None)
                 return
@@ -153,9 +157,10 @@ class Deliveries:
                 await self.feed.wait(waiter, self.stop)
 
     async def _advance(self, subscription: Subscription, cursor: Cursor, delivered: int) -> bool:
-        return await subscriptions.advance(
-            self.pool, subscription.id, self.owner, cursor, delivered
-        )
+        async with self.turns:
+            return await subscriptions.advance(
+                self.pool, subscription.id, self.owner, cursor, delivered
+            )
 
     async def _deliver(self, subscription: Subscription, change: Change) -> bool:
         """POST the entry until taken; False when paused, stopped or the lease is gone."""
@@ -188,7 +193,8 @@ class Deliveries:
             check_target(subscription.url, self.settings.subscription_allowed_hosts)
         except TargetRefusedError as exc:
             reason = f"target no longer allowed: {exc}"
-            await subscriptions.pause(self.pool, subscription.id, reason)
+            async with self.turns:
+                await subscriptions.pause(self.pool, subscription.id, reason)
             self._count("paused")
             log.warning("subscription paused", extra={"subscription": subscription.id})
             return False
@@ -198,9 +204,10 @@ class Deliveries:
         self, subscription: Subscription, error: str, pause_after: float | None
     ) -> bool:
         """Record the failure; answer whether to stop (paused, or no longer ours)."""
-        paused = await subscriptions.fail(
-            self.pool, subscription.id, self.owner, error, pause_after
-        )
+        async with self.turns:
+            paused = await subscriptions.fail(
+                self.pool, subscription.id, self.owner, error, pause_after
+            )
         if paused:
             self._count("paused")
             log.warning(
