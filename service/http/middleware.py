@@ -42,19 +42,14 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 class Guard:
-    """Require one of `tokens` as a bearer token on the route it wraps.
+    """Require one of `tokens` as a bearer token on the route it wraps (METRICS_TOKEN on
+    /metrics); with no tokens configured the route is open."""
 
-    With `required` false and no tokens configured the route is open (a loopback service
-    without tokens); with `required` true and no tokens, nothing opens it.
-    """
-
-    def __init__(
-        self, app: ASGIApp, tokens: frozenset[str], accepted: str, required: bool = False
-    ) -> None:
+    def __init__(self, app: ASGIApp, tokens: frozenset[str], accepted: str) -> None:
         self.app = app
         self.tokens = tokens
         self.accepted = accepted
-        self.required = required or bool(tokens)
+        self.required = bool(tokens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.required:
