@@ -142,11 +142,11 @@ def create_app(settings: Settings) -> Starlette:
             async with pool.acquire() as connection:
                 await migrate.apply_migrations(connection)
             async with (
+                clients.loaded(settings, pool) as callers,
                 remembering(settings, dsn, metrics) as memo,
                 feed.running(pool, dsn) as follower,
                 jira_parts(settings, pool, metrics, memo, watch) as parts,
                 subscribers.running(settings, follower, metrics) as deliveries,
-                clients.loaded(settings, pool) as callers,
             ):
                 found = Services(
                     settings=settings,
