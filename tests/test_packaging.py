@@ -201,7 +201,7 @@ def test_compose_sets_only_variables_the_service_reads() -> None:
 
 def test_compose_leaves_time_for_a_graceful_stop() -> None:
     """compose waits longer than serve's grace for requests in flight before it kills."""
-    from service.cli.main import SHUTDOWN_GRACE_SECONDS
+    from service.cli.serve import SHUTDOWN_GRACE_SECONDS
 
     grace = COMPOSE["services"]["cache"]["stop_grace_period"]
     assert int(grace.removesuffix("s")) > SHUTDOWN_GRACE_SECONDS

@@ -67,13 +67,16 @@ async def test_help_lists_the_tools() -> None:
 
 
 async def test_check_passes_when_all_is_well(db: asyncpg.Pool, database_url: str, sim) -> None:
-    """check says ok for the settings, Jira's user, the database and its migrations, and exits 0."""
+    """check says ok for the settings, Jira's user, the database, its migrations and our
+    webhook, and exits 0."""
+    sim.options.webhook_url = "http://127.0.0.1:8000/api/v1/webhooks/jira"  # registered in Jira
     result = await run("check", **wired(database_url, sim))
     assert result.code == 0, result.out + result.err
     assert result.line("settings").split()[1] == "ok"
     assert "ok" in result.line("jira") and sim.site.users[0].display_name in result.line("jira")
     assert "ok" in result.line("database") and "PostgreSQL" in result.line("database")
     assert result.line("migrations").split()[1:3] == ["ok", "all"]
+    assert result.line("webhook").split()[1] == "ok"
 
 
 async def test_check_names_every_failure(database_url: str, sim) -> None:

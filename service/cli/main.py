@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import logging
 import os
-import signal
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
-import uvicorn
-from starlette.types import ASGIApp
-
 from service import config
 from service.cli import changes, commands, sync, webhook
+from service.cli import serve as serving
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
 from service.storage import migrate as migrations
-from service.storage.pool import open_pool, resolve_dsn
 
 log = logging.getLogger("service")
-# How long requests in flight may finish after SIGTERM before they are cancelled, so that
-# one request stuck on Jira (a refresh has no READ_THROUGH_TIMEOUT) cannot hold shutdown,
-# and the lifespan's cleanup, until SIGKILL. Longer than a read-through's 10 s, so that a
-# reader gets its 503; within a 30 s stop window (compose's stop_grace_period, Kubernetes).
-SHUTDOWN_GRACE_SECONDS = 15
-# With WEB_CONCURRENCY above 1, each worker process builds its app through this factory.
-WORKER_APP = "service.cli.main:app_from_env"
 # What migrate and dead-letters use of the settings; the others read them all.
 DATABASE_SETTINGS = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
 
@@ -94,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level, settings.log_format, settings.secrets())
     run: dict[str, Callable[[Settings], int]] = {
-        "serve": serve,
-        "migrate": migrate,
+        "serve": serving.serve,
+        "migrate": serving.migrate,
         "refresh": lambda settings: commands.refresh(settings, args),
         "dead-letters": lambda settings: commands.dead_letters(settings, args),
         "webhook": lambda settings: webhook.main(settings, args),
@@ -110,75 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except migrations.NoMigrationsError as exc:
         print(f"jira-status-cache: {exc}", file=sys.stderr)
         return 1
-
-
-def serve(settings: Settings) -> int:
-    settings.check_serving()
-    # Resolved once, here: with workers, the parent starts the embedded PostgreSQL, and the
-    # workers, reading their settings from the environment, find it in DATABASE_URL.
-    settings = dataclasses.replace(
-        settings, database_url=resolve_dsn(settings.database_url, settings.data_dir)
-    )
-    workers = settings.web_concurrency
-    if workers > 1:
-        os.environ["DATABASE_URL"] = str(settings.database_url)
-        # Once, before the workers: a broken install fails here, not in a restart loop.
-        applied = apply_pending(settings)
-        log.info("migrations applied", extra={"versions": applied})
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
-    # handler it found; a no-op handler lets a clean shutdown end in exit code 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    log.info("listening", extra={"url": listen_url(settings), "workers": workers})
-    uvicorn.run(
-        serving_app(settings) if workers == 1 else WORKER_APP,
-        factory=workers > 1,
-        workers=workers,
-        host=settings.host,
-        port=settings.port,
-        # None: uvicorn keeps the logging set up here (JSON, redacted), adding no handler.
-        log_config=None,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-    )
-    return 0
-
-
-def listen_url(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{settings.port}"
-
-
-def serving_app(settings: Settings) -> ASGIApp:
-    from service.http.app import create_app
-    from service.http.cutoff import ShutdownAnswer
-
-    return ShutdownAnswer(create_app(settings))
-
-
-def app_from_env() -> ASGIApp:
-    """A worker's app: its settings read from the environment the parent prepared."""
-    settings = Settings.from_env(os.environ)
-    setup_logging(settings.log_level, settings.log_format, settings.secrets())
-    return serving_app(settings)
-
-
-def apply_pending(settings: Settings) -> list[str]:
-    async def run() -> list[str]:
-        pool = await open_pool(resolve_dsn(settings.database_url, settings.data_dir), 1, 1)
-        try:
-            async with pool.acquire() as connection:
-                return await migrations.apply_migrations(connection)
-        finally:
-            await pool.close()
-
-    return asyncio.run(run())
-
-
-def migrate(settings: Settings) -> int:
-    applied = apply_pending(settings)
-    latest = migrations.known_versions()[-1]
-    done = ", ".join(applied) or "none pending"
-    print(f"applied {len(applied)} migration(s): {done}; the schema is at {latest}")
-    return 0
+    except serving.PortInUseError as exc:
+        log.error(str(exc))
+        return 1

@@ -214,8 +214,9 @@ async def check_webhook(settings: Settings, jira_ok: bool | None) -> Finding:
         return Finding("webhook", False, display.scrub(str(error), settings))
     ours = [hook for hook in listed if looks_ours(hook, saved)]
     if not ours:
-        hint = "polling alone keeps the cache fresh; `webhook install --url ...` registers one"
-        return Finding("webhook", True, f"none registered ({hint}); last {last}")
+        # JIRA_WEBHOOK_SECRET says webhooks are expected: without one, changes wait for a sync.
+        hint = "`webhook install --url ...` registers one, or unset JIRA_WEBHOOK_SECRET"
+        return Finding("webhook", False, f"none of ours registered ({hint}); last {last}")
     hook = ours[0]
     if trouble := display.problems(hook):
         return Finding("webhook", False, f"webhook {hook.id} {'; '.join(trouble)}")
