@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from service.cli import commands
+from service.cli import common
 from service.config import Settings
 from service.model import render_time
 from service.storage import changes
@@ -22,12 +22,12 @@ from service.storage.pool import resolve_dsn
 from service.sync import feed
 
 
-def add_command(subparsers: commands.SubParsers[argparse.ArgumentParser]) -> None:
+def add_command(subparsers: common.SubParsers[argparse.ArgumentParser]) -> None:
     found = subparsers.add_parser(
         "changes", help="print the change log, a line per change; --follow waits for more"
     )
     found.add_argument("--follow", action="store_true", help="keep printing new changes")
-    found.add_argument("--project", metavar="ID", type=commands._project_id, help="its links only")
+    found.add_argument("--project", metavar="ID", type=common.project_id, help="its links only")
     found.add_argument(
         "--from",
         dest="start",
@@ -38,11 +38,11 @@ def add_command(subparsers: commands.SubParsers[argparse.ArgumentParser]) -> Non
 
 def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     start = args.start or ("now" if args.follow else "beginning")
-    return commands.run(show(settings, Filter(project_id=args.project), start, args.follow, out))
+    return common.run(show(settings, Filter(project_id=args.project), start, args.follow, out))
 
 
 async def show(settings: Settings, only: Filter, start: str, follow: bool, out: TextIO) -> int:
-    async with commands.database(settings) as pool:
+    async with common.database(settings) as pool:
         begin = changes.first_cursor if start == "beginning" else changes.current_cursor
         after = await begin(pool)
         if not follow:

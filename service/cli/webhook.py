@@ -13,7 +13,7 @@ from typing import TextIO
 import asyncpg
 
 from service.cli import display
-from service.cli.commands import CONNECT_FAILED, Finding, SubParsers, database, run
+from service.cli.common import CONNECT_FAILED, Finding, SubParsers, database, run
 from service.cli.display import jira_of
 from service.config import ConfigError, Settings
 from service.http.app import WEBHOOK_PATH

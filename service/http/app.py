@@ -18,9 +18,10 @@ from service.config import Settings
 from service.http import changes, issues, openapi, refreshes, subscriptions, webhook
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
+from service.http.metrics import get_metrics
 from service.http.middleware import BodyLimit, Guard
 from service.jira import client as jira
-from service.metrics import Metrics, get_metrics
+from service.metrics import Metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync import feed, subscribers
@@ -136,7 +137,7 @@ def guard(
 
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
-        raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
+        raise ValueError("create_app needs a resolved database_url (see storage.pool.resolve_dsn)")
     dsn = settings.database_url
     metrics = Metrics()
     watch = (

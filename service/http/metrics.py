@@ -1,0 +1,17 @@
+"""GET /metrics: the gauges PostgreSQL holds sampled, then every metric as Prometheus text."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.metrics import Metrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def get_metrics(request: Request) -> Response:
+    metrics: Metrics = request.state.metrics
+    await metrics.sample(request.state.pool, request.state.settings.cache_ttl)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)
