@@ -12,7 +12,7 @@ SIM_SECRET := dev-secret
 SIM_ENV = JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_FLAVOR=cloud JIRA_EMAIL=$(SIM_EMAIL) \
 	JIRA_API_TOKEN=$(SIM_TOKEN) JIRA_WEBHOOK_SECRET=$(SIM_SECRET) PORT=$(PORT)
 
-.PHONY: install test test-pg15 wheel-check run env serve demo bench lint format clean
+.PHONY: install test test-pg15 wheel-check alerts-check run env serve demo bench lint format clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ test: install
 # repository, then `migrate`, `serve` and a read from another directory (.ci/wheel-check).
 wheel-check:
 	.ci/wheel-check
+
+# The shipped alerts: promtool's rule check and the alerts' unit tests (each fires and
+# resolves). promtool comes with Debian's `prometheus` package (.ci/run installs it).
+alerts-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 # The same suite against a throwaway PostgreSQL 15 server (installs postgresql-15 when missing).
 test-pg15: install
