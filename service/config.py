@@ -362,11 +362,11 @@ class Settings:
         return found
 
 
-def variables() -> list[Variable]:
-    """Every variable the service reads, in the order of the README's table."""
+def variables(of: type = Settings) -> list[Variable]:
+    """Every variable the service (or a part of its settings) reads, in the README's order."""
     return [
         Variable(spec.metadata["env"], spec.metadata["help"], _shown(spec.default))
-        for spec in _specs(Settings)
+        for spec in _specs(of)
     ]
 
 

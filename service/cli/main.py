@@ -7,11 +7,10 @@ import importlib
 import logging
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 
 from service import config
-from service.cli import changes, commands, sync, webhook
+from service.cli import changes, commands, sync, usage, webhook
 from service.cli import serve as serving
 from service.config import ConfigError, Settings
 from service.logs import setup_logging
@@ -19,8 +18,6 @@ from service.storage import migrate as migrations
 
 log = logging.getLogger("service")
 TOOLS = {"simulate": "jira_simulator", "demo": "cache_demo"}
-# What migrate and dead-letters use of the settings; the others read them all.
-DATABASE_SETTINGS = ("DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "LOG_FORMAT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,23 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.add_parser(
         "demo", help="a live demo against the simulator (see demo --help)", add_help=False
     )
-    for name, command in subparsers.choices.items():
-        if command.add_help:
-            command.formatter_class = argparse.RawDescriptionHelpFormatter
-            command.epilog = settings_epilog(
-                DATABASE_SETTINGS if name in {"migrate", "dead-letters"} else setting_names()
-            )
+    usage.describe(subparsers)
     return parser
 
 
 def setting_names() -> list[str]:
     """Every environment variable Settings.from_env reads, in its order."""
     return [variable.name for variable in config.variables()]
-
-
-def settings_epilog(names: Sequence[str]) -> str:
-    listed = textwrap.fill(", ".join(names), width=78, initial_indent="  ", subsequent_indent="  ")
-    return f"settings read from the environment (README.md, Configuration):\n{listed}"
 
 
 def run_tool(command: str, argv: list[str]) -> int:
