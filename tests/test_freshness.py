@@ -15,7 +15,7 @@ from service.jira.client import JiraClient, open_session
 from service.storage import tracking
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
-from tests.live import AGE_BY_A_TTL, jira_settings, serve
+from tests.live import AGE_BY_A_TTL, jira_settings, serve, wait_until
 from tests.pgproxy import PgProxy
 
 
@@ -113,7 +113,11 @@ async def test_database_outage_loses_no_delivery(sim, settings: Settings, db) ->
         await proxy.cut()
         for key in keys:
             sim.edit_summary(key, f"during outage {key}")
-        await asyncio.sleep(0.5)
+
+        async def refused() -> bool:  # each delivery met the outage at least once
+            return {a.key for a in sim.attempts if a.status == 503} == set(keys)
+
+        await wait_until(refused, 60)
         await proxy.start()
         await sim.drain_webhooks()
     await proxy.cut()
