@@ -16,6 +16,7 @@ import pytest
 from service.logs import JsonFormatter, Redactor, TextFormatter, request_id
 from tests.live import AGE_BY_A_TTL, jira_settings, serve
 from tests.payloads import SECRET, encode, event, headers
+from tests.pgproxy import PgProxy
 from tests.test_cli import COMMAND, JIRA, free_port, wait_healthy
 
 METRIC_NAMES = [
@@ -204,3 +205,16 @@ def test_times_are_written_one_way() -> None:
     healthz = Verdict("ok", last_delivery=moment).as_json()["last_delivery_at"]
     status = since(moment, now=moment.astimezone(UTC)).split()[0]
     assert logged == healthz == status == "2026-01-02T01:04:05.678Z"
+
+
+async def test_metrics_answer_with_the_database_down(sim, settings) -> None:
+    """With PostgreSQL unreachable, /metrics still answers: jsc_database_up 0, the process."""
+    proxy = PgProxy(settings.database_url or "")
+    dsn = await proxy.start()
+    wired = jira_settings(settings, sim, database_url=dsn)
+    async with serve(wired) as url, httpx.AsyncClient(base_url=url) as http:
+        await proxy.cut()
+        down = await http.get("/metrics")
+    assert down.status_code == 200
+    assert sample(down.text, "jsc_database_up") == 0.0
+    assert sample(down.text, "process_cpu_seconds_total") > 0
