@@ -54,12 +54,15 @@ def quick_start_steps() -> list[tuple[list[str], str | None]]:
 
 @pytest.fixture
 async def make_run(db: object, database_url: str, tmp_path: Path) -> AsyncIterator[Run]:
-    """`make run` on free ports over empty tables, its output in a file; stopped as Ctrl-C would."""
+    """`make run` on free ports over empty tables, another JIRA_BASE_URL exported, its output
+    in a file; stopped as Ctrl-C would."""
     ports = {readme: str(free_port()) for readme in PORTS}
     names = {variable.name for variable in config.variables()}
     env = {k: v for k, v in os.environ.items() if k not in names and k != "SIM_PORT"}
     env |= {PORTS[p]: port for p, port in ports.items()}
     env |= {"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    # As after `export JIRA_BASE_URL=...` for the CLI: make run still serves the simulator.
+    env |= {"JIRA_BASE_URL": "https://jira.example.invalid"}
     output = tmp_path / "make-run.log"
     # -o: the test's interpreter is installed already; BIN: run its commands, not .venv's.
     command = ["make", "-s", "-o", ".venv/.installed", "run", f"BIN={Path(sys.executable).parent}"]
@@ -190,6 +193,7 @@ async def test_quick_start_commands_work_against_make_run(make_run: Run, databas
     sim = f"http://127.0.0.1:{make_run.ports['8900']}"
     assert f"at {sim}" in printed and "ALPHA-1 to ALPHA-67" in printed
     assert f"{sim}/_sim/issues/ALPHA-3/transition" in printed
+    assert "JIRA_BASE_URL=https://jira.example.invalid is not used" in printed
 
 
 async def until_same(
