@@ -16,7 +16,6 @@ import msgspec
 from service.cli.common import (
     CONNECT_FAILED,
     Finding,
-    NotMigratedError,
     Progress,
     SubParsers,
     database,
@@ -33,18 +32,6 @@ from service.storage.pool import redact_dsn, resolve_dsn
 from service.storage.webhooks import WHOLE
 from service.sync.parts import jira_parts
 from service.sync.refresh import Refresher, Report
-
-# The commands beside this module share these (re-exported for them).
-__all__ = [
-    "CONNECT_FAILED",
-    "Finding",
-    "NotMigratedError",
-    "Progress",
-    "SubParsers",
-    "database",
-    "project_id",
-    "run",
-]
 
 
 def add_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
