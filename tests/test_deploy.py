@@ -109,3 +109,15 @@ def test_promtool_passes_the_alerts(check: list[object]) -> None:
         [promtool, *map(str, check)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_is_importable() -> None:
+    """The dashboard has a uid, unique panel ids, and each graph a Prometheus query, placed on
+    the 24-column grid."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    ids = [panel["id"] for panel in panels]
+    graphs = [panel for panel in panels if panel["type"] != "row"]
+    assert dashboard["uid"] and len(ids) == len(set(ids))
+    assert all(panel["targets"] and panel["datasource"]["type"] == "prometheus" for panel in graphs)
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
