@@ -56,16 +56,29 @@ class Issue(Shape, frozen=True):
     priority: str | None
     jira_updated_at: Time
     fetched_at: Time
+    verified_at: Annotated[
+        Time,
+        msgspec.Meta(
+            description="when the issue was last known current: the later of its own last"
+            " read from Jira (fetched_at), which may find the version already served, and its"
+            " Jira project's last successful sync; age_seconds counts from it",
+        ),
+    ]
     age_seconds: Annotated[
         float,
         msgspec.Meta(
             ge=0,
-            description="seconds since the issue was last verified current: the later of its"
-            " own read (fetched_at) and its Jira project's last successful sync",
+            description="seconds since verified_at",
         ),
     ]
     stale: bool
-    source: Source
+    source: Annotated[
+        Source,
+        msgspec.Meta(
+            description="who delivered the version served; a later read that found it"
+            " unchanged moves verified_at, not this",
+        ),
+    ]
     state: State
     error: str | None
 
@@ -138,6 +151,7 @@ def shape_issue(
         priority=issue.priority,
         jira_updated_at=render_time(issue.updated),
         fetched_at=render_time(cached.fetched_at),
+        verified_at=render_time(known),
         age_seconds=round(age, 3),
         stale=age > ttl,
         source=cached.source,

@@ -54,7 +54,17 @@ written AS (
         summary = excluded.summary, assignee_account_id = excluded.assignee_account_id,
         assignee_display_name = excluded.assignee_display_name,
         priority = excluded.priority, jira_updated_at = excluded.jira_updated_at,
-        fetched_at = now(), source = excluded.source, state = 'ok', error = NULL,
+        fetched_at = now(), state = 'ok', error = NULL,
+        -- who delivered the version served: a re-read that changes nothing keeps it
+        source = CASE WHEN (i.jira_updated_at, i.key, i.status_id, i.status_name,
+                            i.status_category, i.summary, i.assignee_account_id,
+                            i.assignee_display_name, i.priority, served_state(i.state))
+                           IS DISTINCT FROM
+                           (excluded.jira_updated_at, excluded.key, excluded.status_id,
+                            excluded.status_name, excluded.status_category, excluded.summary,
+                            excluded.assignee_account_id, excluded.assignee_display_name,
+                            excluded.priority, 'ok')
+                      THEN excluded.source ELSE i.source END,
         failures = 0, deleted_at = NULL,
         -- who saw this version first, for webhook health (see service/sync/health.py)
         changed_by = CASE WHEN i.jira_updated_at < excluded.jira_updated_at
@@ -223,7 +233,8 @@ WITH remembered AS (
     INSERT INTO missing_keys (key) SELECT unnest($1::text[])
     ON CONFLICT (key) DO UPDATE SET checked_at = now()
 )
-UPDATE issues SET state = 'not_found', fetched_at = now(), source = $2, error = NULL
+UPDATE issues SET state = 'not_found', fetched_at = now(), error = NULL,
+       source = CASE WHEN state = 'not_found' THEN source ELSE $2 END
  WHERE state <> 'deleted'
    AND id IN (SELECT issue_id FROM issue_keys WHERE key = ANY($1::text[]))
 """
