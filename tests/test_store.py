@@ -24,7 +24,9 @@ async def bulk(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
 
 async def hook(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
     delivery = f"d-{next(_deliveries)}"
-    outcome = await webhooks.apply_issue_event(db, issue, delivery, "jira:issue_updated")
+    (outcome,) = await webhooks.record_and_write(
+        db, [webhooks.Update(delivery, "jira:issue_updated", issue)]
+    )
     assert outcome is not None
     return outcome
 

@@ -31,6 +31,7 @@ from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
 from service.sync.verified import Verified
+from service.sync.webhook import Receiver
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
@@ -50,6 +51,7 @@ class State(TypedDict):
     verified: Verified
     health: WebhookHealth
     deliveries: subscribers.Deliveries | None
+    receiver: Receiver | None
 
 
 async def healthz(request: Request) -> Response:
@@ -92,6 +94,13 @@ async def remembering(settings: Settings, dsn: str, metrics: Metrics) -> AsyncIt
         if not done:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+
+
+def receiver(settings: Settings, pool: asyncpg.Pool, memo: Memo | None) -> Receiver | None:
+    """Jira's deliveries in; none without JIRA_WEBHOOK_SECRET (the route answers 403)."""
+    if not settings.webhook_secret:
+        return None
+    return Receiver(pool, memo, settings.webhook_secret, settings.cache_ttl)
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
@@ -170,6 +179,7 @@ def create_app(settings: Settings) -> Starlette:
                     verified=watch[0],
                     health=watch[1],
                     deliveries=deliveries,
+                    receiver=receiver(settings, pool, memo),
                 )
                 metrics.watch_feed(follower)
                 yield dict(state)
