@@ -74,7 +74,7 @@ async def test_answered_deliveries_are_in_the_database_at_answer_time(hooks, db)
 async def test_concurrent_deliveries_of_one_issue_leave_the_newest(hooks, db) -> None:
     """40 deliveries of one issue at once, in any order, plus retries: the newest wins."""
     minutes = list(range(40))
-    random.Random(3).shuffle(minutes)
+    random.Random(3).shuffle(minutes)  # noqa: S311 -- a fixed order, no secret
     payloads = [(f"d-{m}", event(summary=f"edit {m}", updated=updated(m))) for m in minutes]
     retries = payloads[:5]  # Jira retries: the same identifier again, in the same rush
     answers = await asyncio.gather(
@@ -92,7 +92,7 @@ async def test_two_workers_grouping_one_issue_write_forward(db: asyncpg.Pool) ->
     """Two processes' group commits racing on one issue never let an older write win."""
     workers = [GroupCommit(db), GroupCommit(db)]
     minutes = list(range(60))
-    random.Random(5).shuffle(minutes)
+    random.Random(5).shuffle(minutes)  # noqa: S311 -- a fixed order, no secret
     writes = [
         workers[n % 2].write(Update(f"d-{m}", "e", make_issue(summary=f"edit {m}", minutes=m)))
         for n, m in enumerate(minutes)
