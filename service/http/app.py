@@ -108,27 +108,34 @@ def routes(settings: Settings) -> list[BaseRoute]:
     api = settings.api_tokens | settings.admin_tokens
     cron = api | ({settings.cron_secret} if settings.cron_secret else set())
     metrics_token = frozenset({settings.metrics_token} if settings.metrics_token else set())
+    # Starlette tries routes in order until one matches path and method: the hot ones (GET
+    # issues, Jira's webhook) come first. The refresh routes come before the links, so that
+    # a wrong method on .../jira/refresh answers 405 with the refresh's Allow, the first
+    # route whose path matched.
     return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
-        *guard([Route("/metrics", get_metrics, methods=["GET"])], metrics_token, "METRICS_TOKEN"),
-        # Inside the Mount, so that a wrong method is a 405, not the Mount's 404; the
-        # refresh routes first, so that .../jira/refresh is not read as a key.
+        # Inside the Mount, so that a wrong method is a 405, not the Mount's 404.
         Mount(
             "/api/v1",
             routes=[
                 *webhook.delivery_routes,
-                # Closed whenever the API is: an API token does not open them.
-                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
-                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
                 *guard(
-                    refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
+                    issues.read_routes
+                    + refreshes.routes
+                    + issues.link_routes
+                    + changes.routes
+                    + subscriptions.routes,
                     api,
                     "an API or an admin token",
                 ),
+                # Closed whenever the API is: an API token does not open them.
+                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
+                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
             ],
         ),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
+        *guard([Route("/metrics", get_metrics, methods=["GET"])], metrics_token, "METRICS_TOKEN"),
     ]
 
 
