@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -143,7 +144,7 @@ def write_json(logger: logging.Logger, event: str, fields: dict[str, Any]) -> bo
     if not isinstance(redactor, Redactor):
         return False
     line: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "time": _stamp(time.time()),
         "level": "info",
         "logger": logger.name,
         "event": redactor.scrub(event),
@@ -157,6 +158,17 @@ def write_json(logger: logging.Logger, event: str, fields: dict[str, Any]) -> bo
         handler.stream.write(text)
         handler.flush()
     return True
+
+
+_second: list[Any] = [None, ""]  # the last whole second stamped, and its text
+
+
+def _stamp(now: float) -> str:
+    """The time as JsonFormatter writes it, the date and time formatted once a second."""
+    whole = int(now)
+    if whole != _second[0]:
+        _second[:] = [whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}+00:00"
 
 
 def _dumps(line: dict[str, Any]) -> str:
