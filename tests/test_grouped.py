@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from service.config import Settings
+from service.model import Status
 from service.storage import issues as store
 from service.storage.webhooks import Update
 from service.sync.grouped import GroupCommit
@@ -101,3 +103,18 @@ async def test_two_workers_grouping_one_issue_write_forward(db: asyncpg.Pool) ->
     cached = await store.select_by_key(db, "PRJ-7")
     assert cached is not None and cached.issue.summary == "edit 59"
     assert outcomes[minutes.index(59)] != "stale" and None not in outcomes
+
+
+async def test_a_delivery_postgresql_refuses_fails_alone(db: asyncpg.Pool) -> None:
+    """One write PostgreSQL refuses in a group fails only its own delivery; the rest commit."""
+    group = GroupCommit(db)
+    bad = dataclasses.replace(make_issue(id=3, key="PRJ-3"), status=Status("1", "x", "bogus"))  # type: ignore[arg-type]
+    issues = [make_issue(id=n, key=f"PRJ-{n}") for n in (1, 2)] + [
+        bad,
+        make_issue(id=4, key="PRJ-4"),
+    ]
+    writes = [group.write(Update(f"d-{i.id}", "e", i)) for i in issues]
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert outcomes[:2] == ["created", "created"] and outcomes[3] == "created"
+    assert isinstance(outcomes[2], asyncpg.CheckViolationError)
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 3
