@@ -29,10 +29,16 @@ def batch_paths(count: int) -> list[str]:
 
 
 async def saturate(
-    proc: Proc, paths: list[str], world: World, connections: int, profile: str | None = None
+    proc: Proc,
+    paths: list[str],
+    world: World,
+    connections: int,
+    profile: str | None = None,
+    warm_rounds: int = 1,
 ) -> dict[str, Any]:
     plan = world.plan
     spec = {
+        "warm_rounds": warm_rounds,
         "mode": "closed",
         "port": proc.port,
         "connections": connections,
