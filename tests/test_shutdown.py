@@ -66,6 +66,13 @@ async def deliver(http: aiohttp.ClientSession, url: str, number: int, accepted: 
                 accepted.append(number)
 
 
+async def answers(http: aiohttp.ClientSession, url: str) -> bool:
+    with contextlib.suppress(aiohttp.ClientError):
+        async with http.get(url) as reply:
+            return reply.status == 200
+    return False
+
+
 async def test_sigterm_mid_burst_keeps_every_accepted_delivery(
     db: asyncpg.Pool, database_url: str, sim: Simulator
 ) -> None:
@@ -100,6 +107,9 @@ async def test_sigterm_mid_burst_keeps_every_accepted_delivery(
         leased = "SELECT count(*) > 0 FROM tracked WHERE lease_owner IS NOT NULL"
         await wait_until(lambda: db.fetchval(leased))
         async with aiohttp.ClientSession() as http:
+            # The poller starts in the lifespan, before uvicorn listens: a lease alone does
+            # not mean that deliveries can connect yet.
+            await wait_until(lambda: answers(http, f"http://127.0.0.1:{port}/healthz"))
             numbers = range(1, BURST + 1)
             burst = [asyncio.create_task(deliver(http, url, n, accepted)) for n in numbers]
             await wait_until(some_accepted)
