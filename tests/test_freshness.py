@@ -46,6 +46,24 @@ async def test_transition_reaches_the_cache_by_webhook(sim, http) -> None:
     assert sum(sim.counters.values()) == 0
 
 
+async def test_reread_of_a_webhook_version_moves_verified_at_not_source(sim, http, db) -> None:
+    """After a webhook, re-reads of the same version (a refresh, a poll) keep source webhook
+    and move verified_at."""
+    (key,) = sim.seed(1, ["ALPHA"])
+    await link_all(http, [key])
+    sim.transition(key, "Done")
+    await sim.drain_webhooks()
+    delivered = await cached(http, key)
+    refreshed = (await http.post(f"/api/v1/issues/{key}/refresh")).json()
+    await db.execute(AGE_BY_A_TTL)
+    report = (await http.get("/api/v1/cron/jira-refresh")).json()
+    polled = await cached(http, key)
+    assert delivered["source"] == refreshed["source"] == polled["source"] == "webhook"
+    assert delivered["verified_at"] < refreshed["verified_at"] < polled["verified_at"]
+    assert refreshed["jira_updated_at"] == delivered["jira_updated_at"]
+    assert (report["unchanged"], report["refreshed"]) == (1, 0)
+
+
 async def test_wrong_secret_is_refused_and_not_retried(sim, http, db: asyncpg.Pool) -> None:
     """Deliveries signed with another secret are refused with 401, never retried, never stored."""
     (key,) = sim.seed(1, ["ALPHA"])

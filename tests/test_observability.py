@@ -9,11 +9,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import httpx
 import pytest
 
-from service.logs import JsonFormatter, Redactor, TextFormatter, request_id
+from service import logs
+from service.logs import JsonFormatter, Redactor, TextFormatter, request_id, setup_logging
 from tests.live import AGE_BY_A_TTL, jira_settings, serve
 from tests.payloads import SECRET, encode, event, headers
 from tests.pgproxy import PgProxy
@@ -111,6 +113,39 @@ async def test_a_request_path_cannot_forge_a_log_line(client, formatter) -> None
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and "\x1b" not in lines[0]
     assert not any(line.startswith("INFO    service.access: forged") for line in lines)
+
+
+async def test_access_lines_written_the_short_way_are_whole_and_redacted(
+    client, monkeypatch
+) -> None:
+    """Under serve's JSON logging, each request's line is one object with its id, redacted."""
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging._srcfile
+    setup_logging("INFO", "json", ["path-secret-123"])
+    try:
+        await client.get("/api/v1/issues/PRJ-1%0Aforged%1B[2J%C2%85")
+        await client.get("/api/v1/issues/path-secret-123", headers={"X-Request-ID": "trace-7"})
+        await client.get("/api/v1/issues/token=abc%C3%A9")
+    finally:
+        root.handlers[:], level, logging._srcfile = saved
+        root.setLevel(level)
+        logs._installed.clear()
+    text = out.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    requests = [line for line in lines if line["event"] == "request"]
+    assert len(requests) == 3
+    assert set(requests[1]) == {
+        *("time", "level", "logger", "event", "method", "path", "route", "status"),
+        *("duration_ms", "request_id"),
+    }
+    assert requests[0]["path"] == "/api/v1/issues/PRJ-1\nforged\x1b[2J\x85"
+    assert requests[1]["request_id"] == "trace-7"
+    assert requests[1]["path"] == "/api/v1/issues/[redacted]"
+    assert requests[2]["path"] == "/api/v1/issues/token=[redacted]"
+    for leaked in ("\x1b", "\x85", "path-secret-123", "abc"):
+        assert leaked not in text
 
 
 @pytest.mark.parametrize(

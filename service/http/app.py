@@ -32,6 +32,7 @@ from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
 from service.sync.verified import Verified
+from service.sync.webhook import Receiver
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
@@ -51,6 +52,7 @@ class State(TypedDict):
     verified: Verified
     health: WebhookHealth
     deliveries: subscribers.Deliveries | None
+    receiver: Receiver | None
 
 
 async def healthz(request: Request) -> Response:
@@ -95,32 +97,46 @@ async def remembering(settings: Settings, dsn: str, metrics: Metrics) -> AsyncIt
             await asyncio.gather(listener, return_exceptions=True)
 
 
+def receiver(settings: Settings, pool: asyncpg.Pool, memo: Memo | None) -> Receiver | None:
+    """Jira's deliveries in; none without JIRA_WEBHOOK_SECRET (the route answers 403)."""
+    if not settings.webhook_secret:
+        return None
+    return Receiver(pool, memo, settings.webhook_secret, settings.cache_ttl)
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
     """Every route, each behind the tokens that open it (see the README's token table)."""
     api = settings.api_tokens | settings.admin_tokens
     cron = api | ({settings.cron_secret} if settings.cron_secret else set())
     metrics_token = frozenset({settings.metrics_token} if settings.metrics_token else set())
+    # Starlette tries routes in order until one matches path and method: the hot ones (GET
+    # issues, Jira's webhook) come first. The refresh routes come before the links, so that
+    # a wrong method on .../jira/refresh answers 405 with the refresh's Allow, the first
+    # route whose path matched.
     return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
-        *guard([Route("/metrics", get_metrics, methods=["GET"])], metrics_token, "METRICS_TOKEN"),
-        # Inside the Mount, so that a wrong method is a 405, not the Mount's 404; the
-        # refresh routes first, so that .../jira/refresh is not read as a key.
+        # Inside the Mount, so that a wrong method is a 405, not the Mount's 404.
         Mount(
             "/api/v1",
             routes=[
                 *webhook.delivery_routes,
-                # Closed whenever the API is: an API token does not open them.
-                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
-                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
                 *guard(
-                    refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
+                    issues.read_routes
+                    + refreshes.routes
+                    + issues.link_routes
+                    + changes.routes
+                    + subscriptions.routes,
                     api,
                     "an API or an admin token",
                 ),
+                # Closed whenever the API is: an API token does not open them.
+                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
+                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
             ],
         ),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
+        *guard([Route("/metrics", get_metrics, methods=["GET"])], metrics_token, "METRICS_TOKEN"),
     ]
 
 
@@ -171,6 +187,7 @@ def create_app(settings: Settings) -> Starlette:
                     verified=watch[0],
                     health=watch[1],
                     deliveries=deliveries,
+                    receiver=receiver(settings, pool, memo),
                 )
                 metrics.watch_feed(follower)
                 yield dict(state)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import get_args
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
@@ -24,15 +26,23 @@ from service.http.responses import ShapedResponse
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
 from service.storage import webhooks
-from service.sync import webhook
-from service.sync.webhook import KNOWN_EVENTS, Outcome, SignatureError, UnusablePayloadError
+from service.sync.webhook import (
+    Outcome,
+    Received,
+    Receiver,
+    SignatureError,
+    UnusablePayloadError,
+)
 
 # A page of dead letters stops once its bodies and errors pass this many bytes.
 PAGE_BYTES = 256 * 1024
 MAX_LIMIT = 1000
+# The answers, encoded once.
+_ANSWERS = {outcome: msgspec.json.encode({"outcome": outcome}) for outcome in get_args(Outcome)}
 
 
 async def receive(request: Request) -> Response:
+    """Jira's delivery: one domain call, whose outcome or refusal maps to HTTP here."""
     metrics: Metrics = request.state.metrics
     try:
         event, outcome = await _receive(request)
@@ -42,35 +52,29 @@ async def receive(request: Request) -> Response:
         metrics.webhooks.labels("unknown", "rejected").inc()
         raise
     metrics.webhooks.labels(event, outcome).inc()
-    return JSONResponse({"outcome": outcome})
+    return Response(_ANSWERS[outcome], media_type="application/json")
 
 
 async def _receive(request: Request) -> tuple[str, Outcome]:
     settings: Settings = request.state.settings
-    if not settings.webhook_secret:
+    receiver: Receiver | None = request.state.receiver
+    if receiver is None:
         raise WebhooksDisabled()
     body = await read_body(request, settings.webhook_max_body_bytes)
+    headers = request.headers
+    received = Received(
+        body,
+        headers.get("x-hub-signature"),
+        request.query_params.get("secret") if request.scope["query_string"] else None,
+        headers.get("x-atlassian-webhook-identifier"),
+    )
     try:
-        webhook.verify(
-            body,
-            request.headers.get("x-hub-signature"),
-            request.query_params.get("secret"),
-            settings.webhook_secret,
-        )
+        return await receiver.handle(received)
     except SignatureError as exc:
         raise ApiError(401, exc.code, str(exc)) from None
-    identifier = request.headers.get("x-atlassian-webhook-identifier")
-    try:
-        delivery = webhook.parse(body, identifier)
-        async with request.state.pool.acquire() as connection:
-            outcome = await webhook.apply(connection, delivery, settings.cache_ttl)
-        webhook.forget_locally(request.state.memo, delivery.payload)
     except UnusablePayloadError as exc:
-        await webhooks.add_dead_letter(request.state.pool, identifier, str(exc), readable(body))
         request.state.metrics.dead_letters.inc()
         raise UnusablePayload(str(exc)) from None
-    # Label values stay few: Jira's event names, or "other" for anything unexpected.
-    return (delivery.event if delivery.event in KNOWN_EVENTS else "other"), outcome
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -81,11 +85,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge("webhook body", limit)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def readable(body: bytes) -> str:
-    """The body as text PostgreSQL can keep, which holds no NUL."""
-    return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 async def list_dead_letters(request: Request) -> Response:
