@@ -18,7 +18,7 @@ from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
 from bench.world import World, open_world
-from service.storage.pool import start_embedded
+from service.storage.embedded import start_embedded
 
 HERE = Path(__file__).resolve().parent
 Scenario = Callable[[World, Results], Awaitable[None]]

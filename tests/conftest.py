@@ -16,8 +16,9 @@ from asgi_lifespan import LifespanManager
 from jira_simulator import Simulator
 from service.config import Settings
 from service.http.app import create_app
+from service.storage.embedded import start_embedded
 from service.storage.migrate import apply_migrations
-from service.storage.pool import open_pool, start_embedded
+from service.storage.pool import open_pool
 from tests.live import jira_settings, rewire, serve, sim_options
 
 ROOT = Path(__file__).resolve().parent.parent

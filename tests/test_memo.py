@@ -142,7 +142,8 @@ async def test_memo_is_off_while_its_listener_is_down(db: asyncpg.Pool, settings
         await summary_of(http)
         await db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+            " WHERE application_name = 'jira-status-cache listener'"
+            " AND datname = current_database()"
         )
         assert await wait_for(lambda: _memo_live(http, False))
         await db.execute("ALTER TABLE issues DISABLE TRIGGER USER")

@@ -21,8 +21,9 @@ from service.jira import client as jira
 from service.model import InvalidProjectIdError, check_project_id
 from service.shapes import shape_letter, shape_report
 from service.storage import links, migrate, tracking, webhooks
+from service.storage.embedded import resolve_dsn
 from service.storage.pool import UNREACHABLE as DATABASE_DOWN
-from service.storage.pool import open_pool, redact_dsn, resolve_dsn
+from service.storage.pool import open_pool, redact_dsn
 from service.storage.webhooks import WHOLE
 from service.sync.parts import jira_parts
 from service.sync.refresh import Refresher, Report
@@ -91,7 +92,7 @@ def run(work: Coroutine[Any, Any, int]) -> int:
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A small pool over a database whose migrations are all applied."""
     dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-    pool = await open_pool(dsn, 1, 2)
+    pool = await open_pool(dsn, 1, 2, pooled=settings.database_pooler == "transaction")
     try:
         async with pool.acquire() as connection:
             if pending := await migrate.pending_versions(connection):

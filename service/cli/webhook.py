@@ -20,7 +20,7 @@ from service.http.app import WEBHOOK_PATH
 from service.jira import client as jira
 from service.jira import webhooks
 from service.storage import registration
-from service.storage.pool import resolve_dsn
+from service.storage.embedded import resolve_dsn
 from service.sync import registrar
 
 
