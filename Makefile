@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8900
 
-.PHONY: install test test-pg15 wheel-check run demo bench lint format clean
+# The suites of every feature that touches PostgreSQL, run through PgBouncer by test-pgbouncer.
+PGBOUNCER_TESTS ?= tests/test_pgbouncer.py tests/test_webhook.py tests/test_memo.py \
+	tests/test_sync.py tests/test_poller.py tests/test_tracking.py tests/test_changes.py \
+	tests/test_subscriptions.py tests/test_migrate.py
+
+.PHONY: install test test-pg15 test-pgbouncer test-failover wheel-check run demo bench lint format clean
 
 install: $(STAMP)
 
@@ -28,6 +33,11 @@ wheel-check:
 # The same suite against a throwaway PostgreSQL 15 server (needs postgresql-15 installed).
 test-pg15: install
 	.ci/with-postgres15 $(BIN)/pytest $(PYTEST_ARGS)
+
+# Those suites with the app's DATABASE_URL through a real PgBouncer in transaction mode, the
+# listeners direct (DATABASE_LISTEN_URL); needs pgbouncer installed (.ci/run installs it).
+test-pgbouncer: install
+	TEST_PGBOUNCER=1 $(BIN)/pytest $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
 run: install
 	@if [ -n "$$JIRA_BASE_URL" ]; then exec $(BIN)/jira-status-cache serve; fi; \

@@ -40,7 +40,7 @@ class Bouncer:
             raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
         self.port = _free_port()
         self._write_config()
-        user = _unprivileged_user(self.dir)
+        user = _unprivileged_user(self.dir, _server_address(self.server_dsn)[0])
         self.process = subprocess.Popen(
             [binary, str(self.dir / "pgbouncer.ini")],
             user=user,
@@ -101,21 +101,26 @@ def _server_address(dsn: str) -> tuple[str, int]:
     return host, port
 
 
-def _unprivileged_user(directory: Path) -> str | None:
+def _unprivileged_user(directory: Path, server_host: str) -> str | None:
+    """As root: the owner of the server's socket directory (only it may connect there, as
+    with the embedded server), else UNPRIVILEGED, created when missing."""
     if os.geteuid() != 0:
         return None
     import pwd
 
+    user = UNPRIVILEGED
+    if server_host.startswith("/"):
+        user = pwd.getpwuid(os.stat(server_host).st_uid).pw_name
     try:
-        pwd.getpwnam(UNPRIVILEGED)
+        pwd.getpwnam(user)
     except KeyError:
         subprocess.run(
             ["/usr/sbin/useradd", "--system", "--no-create-home", UNPRIVILEGED], check=True
         )
-    shutil.chown(directory, UNPRIVILEGED)
+    shutil.chown(directory, user)
     for child in directory.iterdir():
-        shutil.chown(child, UNPRIVILEGED)
-    return UNPRIVILEGED
+        shutil.chown(child, user)
+    return user
 
 
 def _free_port() -> int:

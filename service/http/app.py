@@ -160,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
         changes = listener.Listener(session_dsn)
         try:
             await migrate_over(session_dsn)
+            await pool.execute("SELECT 1")  # DATABASE_URL answers too, or start fails, saying why
             async with (
                 remembering(settings, changes, metrics) as memo,
                 feed.running(pool, changes) as follower,
