@@ -39,6 +39,11 @@ test-pg15: install
 test-pgbouncer: install
 	TEST_PGBOUNCER=1 $(BIN)/pytest $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
 
+# A primary and a streaming standby from the embedded binaries; the primary SIGKILLed under
+# load, the standby promoted (tests/test_failover.py; also part of `make test`).
+test-failover: install
+	$(BIN)/pytest -m failover -s tests/test_failover.py $(PYTEST_ARGS)
+
 run: install
 	@if [ -n "$$JIRA_BASE_URL" ]; then exec $(BIN)/jira-status-cache serve; fi; \
 	echo "JIRA_BASE_URL is not set: serving against a local Jira simulator (SIM_PORT=$(SIM_PORT))."; \
