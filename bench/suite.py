@@ -13,7 +13,19 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, feed, freshness, profile, reads, refresh, runs, scale, sync, webhooks
+from bench import (
+    db,
+    feed,
+    freshness,
+    postgres,
+    profile,
+    reads,
+    refresh,
+    runs,
+    scale,
+    sync,
+    webhooks,
+)
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
@@ -31,7 +43,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "webhooks": webhooks.run,
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
 }
-NAMES = (*WORLD_SCENARIOS, "scale", "sync")
+NAMES = (*WORLD_SCENARIOS, "scale", "sync", "postgres")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +86,9 @@ async def run(plan: Plan, only: set[str], results: Results) -> None:
         if "sync" in only:
             print("sync:", flush=True)
             await sync.run(plan, dsn, results)
+        if "postgres" in only:
+            print("postgres:", flush=True)
+            await postgres.run(plan, dsn, results)
     finally:
         await db.drop_databases(dsn)
 

