@@ -165,7 +165,9 @@ async def check_db(settings: Settings) -> list[Finding]:
     where = "DATABASE_URL" if settings.database_url else f"embedded under {settings.data_dir}"
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-        connection = await asyncpg.connect(dsn, timeout=10)
+        # Through a transaction pooler, named statements would miss on the next transaction.
+        cache = 0 if settings.database_pooler == "transaction" else 100
+        connection = await asyncpg.connect(dsn, timeout=10, statement_cache_size=cache)
     except CONNECT_FAILED as exc:
         failed = Finding("database", False, f"cannot connect ({where}): {exc}")
         return [failed, Finding("migrations", None, "needs the database")]

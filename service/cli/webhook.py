@@ -228,7 +228,9 @@ async def _stored(settings: Settings) -> tuple[str | None, str]:
     line says what is wrong with it)."""
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-        connection = await asyncpg.connect(dsn, timeout=5)
+        # Through a transaction pooler, named statements would miss on the next transaction.
+        cache = 0 if settings.database_pooler == "transaction" else 100
+        connection = await asyncpg.connect(dsn, timeout=5, statement_cache_size=cache)
     except CONNECT_FAILED:
         return None, "delivery unknown"
     try:

@@ -44,7 +44,6 @@ class Listener:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.live = False
-        self.connects = 0
         self.tried = asyncio.Event()  # the first connection attempt has ended
         self._subscribers: list[Subscriber] = []
 
@@ -80,7 +79,6 @@ class Listener:
 
     def _up(self) -> None:
         self.live = True
-        self.connects += 1
         self.tried.set()
         for subscriber in self._subscribers:
             subscriber.on_up()  # what was sent while nobody listened is lost: reload
