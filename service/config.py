@@ -335,6 +335,16 @@ class Settings:
         "DATABASE_POOL_SIZE", 10, whole(1, 1000), "connections each process may open"
     )
 
+    def __post_init__(self) -> None:
+        if self.database_pooler == "transaction" and not self.database_listen_url:
+            # LISTEN through a transaction pooler lands on a server connection other clients
+            # then use: the memo would never hear a change, and serve stale reads.
+            raise ConfigError(
+                "DATABASE_LISTEN_URL",
+                "required when DATABASE_POOLER=transaction: LISTEN and the migrations' lock "
+                "need PostgreSQL itself, not the pooler",
+            )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         own = _read(cls, env)  # first: a malformed value is reported before missing credentials
