@@ -12,7 +12,13 @@ SIM_SECRET := dev-secret
 SIM_ENV = JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_FLAVOR=cloud JIRA_EMAIL=$(SIM_EMAIL) \
 	JIRA_API_TOKEN=$(SIM_TOKEN) JIRA_WEBHOOK_SECRET=$(SIM_SECRET) PORT=$(PORT)
 
-.PHONY: install lock test test-pg15 wheel-check alerts-check run env serve demo bench lint format clean
+# The suites of every feature that touches PostgreSQL, run through PgBouncer by test-pgbouncer.
+PGBOUNCER_TESTS ?= tests/test_pgbouncer.py tests/test_webhook.py tests/test_memo.py \
+	tests/test_sync.py tests/test_poller.py tests/test_tracking.py tests/test_changes.py \
+	tests/test_subscriptions.py tests/test_migrate.py
+
+.PHONY: install lock test test-pg15 test-pgbouncer test-failover wheel-check alerts-check run env \
+	serve demo bench lint format clean
 
 install: $(STAMP)
 
@@ -56,6 +62,16 @@ alerts-check:
 # The same suite against a throwaway PostgreSQL 15 server (installs postgresql-15 when missing).
 test-pg15: install
 	.ci/with-postgres15 $(BIN)/pytest $(PYTEST_ARGS)
+
+# Those suites with the app's DATABASE_URL through a real PgBouncer in transaction mode, the
+# listeners direct (DATABASE_LISTEN_URL); needs pgbouncer installed (.ci/run installs it).
+test-pgbouncer: install
+	TEST_PGBOUNCER=1 $(BIN)/pytest $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+
+# A primary and a streaming standby from the embedded binaries; the primary SIGKILLed under
+# load, the standby promoted (tests/test_failover.py; also part of `make test`).
+test-failover: install
+	$(BIN)/pytest -m failover -s tests/test_failover.py $(PYTEST_ARGS)
 
 # The Quick start stack: the cache on PORT against a local Jira simulator on SIM_PORT, always
 # (JIRA_* variables in your environment are not used: `make serve` caches your own Jira).

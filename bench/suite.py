@@ -17,6 +17,7 @@ from bench import (
     db,
     feed,
     freshness,
+    postgres,
     profile,
     reads,
     refresh,
@@ -30,7 +31,7 @@ from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
 from bench.world import World, open_world
-from service.storage.pool import start_embedded
+from service.storage.embedded import start_embedded
 
 HERE = Path(__file__).resolve().parent
 Scenario = Callable[[World, Results], Awaitable[None]]
@@ -44,7 +45,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
     "workers": workers.run,  # later still
 }
-NAMES = (*WORLD_SCENARIOS, "scale", "sync")
+NAMES = (*WORLD_SCENARIOS, "scale", "sync", "postgres")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +88,9 @@ async def run(plan: Plan, only: set[str], results: Results) -> None:
         if "sync" in only:
             print("sync:", flush=True)
             await sync.run(plan, dsn, results)
+        if "postgres" in only:
+            print("postgres:", flush=True)
+            await postgres.run(plan, dsn, results)
     finally:
         await db.drop_databases(dsn)
 

@@ -318,6 +318,32 @@ class Settings:
     subscription_lease: float = setting(
         "SUBSCRIPTION_LEASE", 30.0, real(0.1, HOUR), "seconds a replica holds a subscription"
     )
+    database_listen_url: str | None = setting(
+        "DATABASE_LISTEN_URL",
+        None,
+        text,
+        "direct DSN for LISTEN and the migrations' lock; unset: DATABASE_URL",
+        secret=True,
+    )
+    database_pooler: Literal["none", "transaction"] = setting(
+        "DATABASE_POOLER",
+        "none",
+        choice("none", "transaction"),
+        "transaction: DATABASE_URL goes through a transaction pooler (PgBouncer)",
+    )
+    database_pool_size: int = setting(
+        "DATABASE_POOL_SIZE", 10, whole(1, 1000), "connections each process may open"
+    )
+
+    def __post_init__(self) -> None:
+        if self.database_pooler == "transaction" and not self.database_listen_url:
+            # LISTEN through a transaction pooler lands on a server connection other clients
+            # then use: the memo would never hear a change, and serve stale reads.
+            raise ConfigError(
+                "DATABASE_LISTEN_URL",
+                "required when DATABASE_POOLER=transaction: LISTEN and the migrations' lock "
+                "need PostgreSQL itself, not the pooler",
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

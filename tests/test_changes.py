@@ -205,7 +205,7 @@ async def test_a_tailing_reader_sees_the_committed_log_without_gap_or_duplicate(
         async for change in feed.follow(follower, start, ALL, stop):
             seen.append(change)
 
-    async with feed.running(log, database_url) as follower:
+    async with feed.following(log, database_url) as follower:
         tail = asyncio.create_task(reader(follower))
         await asyncio.gather(*(writer(w) for w in range(6)))
         await eventually(lambda: _at_least(seen, len(committed)), 30)
@@ -265,11 +265,12 @@ async def test_a_reader_gets_changes_while_the_listener_is_down(log, database_ur
         async for change in feed.follow(follower, start, ALL, stop):
             seen.append(change)
 
-    async with feed.running(log, database_url) as follower:
+    async with feed.following(log, database_url) as follower:
         tail = asyncio.create_task(reader(follower))
         await log.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE query LIKE 'LISTEN \"jsc_changes\"%' AND datname = current_database()"
+            " WHERE application_name = 'jira-status-cache listener'"
+            " AND datname = current_database()"
         )
         await eventually(lambda: _is(asyncio.sleep(0, follower.live), False))
         await store.upsert_issues(log, [make_issue()], "poll")

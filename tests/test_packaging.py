@@ -185,17 +185,31 @@ def test_compose_starts_the_cache_once_the_database_is_healthy() -> None:
     cache = COMPOSE["services"]["cache"]
     db = COMPOSE["services"]["db"]["environment"]
     assert cache["build"] == "."
-    assert cache["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert cache["depends_on"]["db"] == {"condition": "service_healthy"}
     url = cache["environment"]["DATABASE_URL"]
     assert url.startswith(f"postgresql://{db['POSTGRES_USER']}:")
-    assert url.endswith(f"@db:5432/{db['POSTGRES_DB']}")
+    assert url.endswith(f"@${{DATABASE_ADDRESS:-db:5432}}/{db['POSTGRES_DB']}")
+    assert cache["environment"]["DATABASE_LISTEN_URL"].endswith(f"@db:5432/{db['POSTGRES_DB']}")
+
+
+def test_compose_pgbouncer_profile_pools_transactions_in_front_of_db() -> None:
+    """The optional pgbouncer profile: transaction pooling of db's database, the cache's
+    dependency only when the profile is on."""
+    bouncer = COMPOSE["services"]["pgbouncer"]
+    ini = (ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini").read_text()
+    assert bouncer["profiles"] == ["pgbouncer"] and bouncer["build"] == "deploy/pgbouncer"
+    assert "pool_mode = transaction" in ini and "host=db port=5432" in ini
+    assert "listen_port = 6432" in ini
+    depends = COMPOSE["services"]["cache"]["depends_on"]["pgbouncer"]
+    assert depends == {"condition": "service_started", "required": False}
 
 
 def test_compose_passes_every_setting_through_an_env_file() -> None:
     """Every setting comes from .env as written; compose sets only the database and the port."""
     cache = COMPOSE["services"]["cache"]
     assert cache["env_file"] == [{"path": ".env", "required": False}]
-    assert set(cache["environment"]) == {"DATABASE_URL", "HOST", "PORT"}
+    database = {"DATABASE_URL", "DATABASE_LISTEN_URL", "DATABASE_POOLER"}
+    assert set(cache["environment"]) == database | {"HOST", "PORT"}
     assert cache["environment"]["PORT"] == "8000" and cache["ports"] == ["${CACHE_PORT:-8000}:8000"]
 
 

@@ -18,7 +18,7 @@ from service.config import Settings
 from service.model import render_time
 from service.storage import changes
 from service.storage.changes import Change, Filter
-from service.storage.pool import resolve_dsn
+from service.storage.embedded import resolve_dsn
 from service.sync import feed
 
 
@@ -51,11 +51,11 @@ async def show(settings: Settings, only: Filter, start: str, follow: bool, out: 
                     print(line(change), file=out, flush=True)
                 after = page.next
             return 0
-        dsn = resolve_dsn(settings.database_url, settings.data_dir)
+        dsn = settings.database_listen_url or resolve_dsn(settings.database_url, settings.data_dir)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with feed.running(pool, dsn) as follower:
+        async with feed.following(pool, dsn) as follower:
             async for change in feed.follow(follower, after, only, stop):
                 print(line(change), file=out, flush=True)
     return 0

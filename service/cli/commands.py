@@ -28,7 +28,8 @@ from service.config import ConfigError, Settings
 from service.jira import client as jira
 from service.shapes import shape_letter, shape_report
 from service.storage import links, migrate, tracking, webhooks
-from service.storage.pool import redact_dsn, resolve_dsn
+from service.storage.embedded import resolve_dsn
+from service.storage.pool import redact_dsn
 from service.storage.webhooks import WHOLE
 from service.sync.parts import jira_parts
 from service.sync.refresh import Refresher, Report
@@ -107,7 +108,9 @@ async def check_db(settings: Settings) -> list[Finding]:
     where = "DATABASE_URL" if settings.database_url else f"embedded under {settings.data_dir}"
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-        connection = await asyncpg.connect(dsn, timeout=10)
+        # Through a transaction pooler, named statements would miss on the next transaction.
+        cache = 0 if settings.database_pooler == "transaction" else 100
+        connection = await asyncpg.connect(dsn, timeout=10, statement_cache_size=cache)
     except CONNECT_FAILED as exc:
         failed = Finding("database", False, f"cannot connect ({where}): {exc}")
         return [failed, Finding("migrations", None, "needs the database")]

@@ -18,7 +18,8 @@ from service.config import Settings
 from service.model import InvalidProjectIdError, check_project_id
 from service.storage import migrate
 from service.storage.pool import UNREACHABLE as DATABASE_DOWN
-from service.storage.pool import open_pool, resolve_dsn
+from service.storage.embedded import resolve_dsn
+from service.storage.pool import open_pool
 
 SubParsers = argparse._SubParsersAction  # argparse names no public type for it
 # Besides a server that is down: refused credentials, no such database, a malformed DSN,
@@ -61,7 +62,7 @@ def run(work: Coroutine[Any, Any, int]) -> int:
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A small pool over a database whose migrations are all applied."""
     dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-    pool = await open_pool(dsn, 1, 2)
+    pool = await open_pool(dsn, 1, 2, pooled=settings.database_pooler == "transaction")
     try:
         async with pool.acquire() as connection:
             if pending := await migrate.pending_versions(connection):

@@ -16,7 +16,8 @@ from uvicorn.supervisors import Multiprocess
 from service.config import Settings
 from service.logs import setup_logging
 from service.storage import migrate as migrations
-from service.storage.pool import open_pool, resolve_dsn
+from service.storage.embedded import resolve_dsn
+from service.storage.pool import connect_session
 
 log = logging.getLogger("service")
 # How long requests in flight may finish after SIGTERM before they are cancelled, so that
@@ -121,12 +122,13 @@ def app_from_env() -> ASGIApp:
 
 def apply_pending(settings: Settings) -> list[str]:
     async def run() -> list[str]:
-        pool = await open_pool(resolve_dsn(settings.database_url, settings.data_dir), 1, 1)
+        # A session of its own (DATABASE_LISTEN_URL): the migrations' lock is a session's.
+        dsn = settings.database_listen_url or resolve_dsn(settings.database_url, settings.data_dir)
+        connection = await connect_session(dsn)
         try:
-            async with pool.acquire() as connection:
-                return await migrations.apply_migrations(connection)
+            return await migrations.apply_migrations(connection)
         finally:
-            await pool.close()
+            await connection.close()
 
     return asyncio.run(run())
 

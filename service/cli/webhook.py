@@ -20,7 +20,7 @@ from service.http.app import WEBHOOK_PATH
 from service.jira import client as jira
 from service.jira import webhooks
 from service.storage import registration
-from service.storage.pool import resolve_dsn
+from service.storage.embedded import resolve_dsn
 from service.sync import registrar
 
 
@@ -229,7 +229,9 @@ async def _stored(settings: Settings) -> tuple[str | None, str]:
     line says what is wrong with it)."""
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-        connection = await asyncpg.connect(dsn, timeout=5)
+        # Through a transaction pooler, named statements would miss on the next transaction.
+        cache = 0 if settings.database_pooler == "transaction" else 100
+        connection = await asyncpg.connect(dsn, timeout=5, statement_cache_size=cache)
     except CONNECT_FAILED:
         return None, "delivery unknown"
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
@@ -23,10 +22,10 @@ from service.http.middleware import BodyLimit, Guard
 from service.jira import client as jira
 from service.metrics import Metrics
 from service.storage import migrate
-from service.storage.pool import DatabaseUnavailableError, open_pool
-from service.sync import feed, subscribers
+from service.storage.pool import DatabaseUnavailableError, connect_session, open_pool
+from service.sync import feed, listener, subscribers
 from service.sync.health import WebhookHealth
-from service.sync.memo import Memo, listen
+from service.sync.memo import Memo
 from service.sync.parts import jira_parts
 from service.sync.poller import Poller
 from service.sync.reads import Reader
@@ -78,23 +77,27 @@ async def readyz(request: Request) -> Response:
 
 
 @contextlib.asynccontextmanager
-async def remembering(settings: Settings, dsn: str, metrics: Metrics) -> AsyncIterator[Memo | None]:
-    """The in-process memo and its change listener; MEMO_SIZE=0 goes without."""
+async def remembering(
+    settings: Settings, changes: listener.Listener, metrics: Metrics
+) -> AsyncIterator[Memo | None]:
+    """The in-process memo, following the change listener; MEMO_SIZE=0 goes without."""
     if settings.memo_size == 0:
         yield None
         return
-    memo, stop = Memo(settings.memo_size, settings.memo_ttl), asyncio.Event()
+    memo = Memo(settings.memo_size, settings.memo_ttl)
     metrics.watch_memo(memo)
-    listener = asyncio.create_task(listen(memo, dsn, stop))
+    changes.subscribe(memo.subscriber())
+    yield memo
+
+
+async def migrate_over(session_dsn: str) -> None:
+    """Apply pending migrations on a session of their own: their advisory lock is held by a
+    session, which a transaction pooler would hand to other clients between statements."""
+    connection = await connect_session(session_dsn)
     try:
-        yield memo
+        await migrate.apply_migrations(connection)
     finally:
-        stop.set()
-        # Connecting to a PostgreSQL that does not answer could take the connect timeout.
-        done, _ = await asyncio.wait([listener], timeout=1.0)
-        if not done:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+        await connection.close()
 
 
 def receiver(settings: Settings, pool: asyncpg.Pool, memo: Memo | None) -> Receiver | None:
@@ -153,8 +156,8 @@ def guard(
 
 def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
-        raise ValueError("create_app needs a resolved database_url (see storage.pool.resolve_dsn)")
-    dsn = settings.database_url
+        raise ValueError("create_app needs a resolved database_url (see embedded.resolve_dsn)")
+    dsn, session_dsn = settings.database_url, settings.database_listen_url or settings.database_url
     metrics = Metrics()
     watch = (
         Verified(settings.sync_recheck),
@@ -164,13 +167,21 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        pool = await open_pool(dsn, acquire_timeout=settings.db_acquire_timeout)
+        pooled = settings.database_pooler == "transaction"
+        pool = await open_pool(
+            dsn,
+            max_size=settings.database_pool_size,
+            acquire_timeout=settings.db_acquire_timeout,
+            pooled=pooled,
+        )
+        changes = listener.Listener(session_dsn)
         try:
-            async with pool.acquire() as connection:
-                await migrate.apply_migrations(connection)
+            await migrate_over(session_dsn)
+            await pool.execute("SELECT 1")  # DATABASE_URL answers too, or start fails, saying why
             async with (
-                remembering(settings, dsn, metrics) as memo,
-                feed.running(pool, dsn) as follower,
+                remembering(settings, changes, metrics) as memo,
+                feed.running(pool, changes) as follower,
+                listener.running(changes),
                 jira_parts(settings, pool, metrics, memo, watch) as parts,
                 subscribers.running(settings, follower, metrics) as deliveries,
             ):
