@@ -16,6 +16,7 @@ from starlette.responses import Response
 from service.jira.client import JiraClient
 from service.sync.feed import Feed
 from service.sync.health import WebhookHealth
+from service.sync.hub import Hub
 from service.sync.memo import Memo
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -102,6 +103,15 @@ class Metrics:
         self.change_events = Counter(
             "jsc_change_stream_events", "Change entries sent on streams", registry=r
         )
+        self.streams_refused = Counter(
+            "jsc_change_streams_refused", "Streams refused at STREAM_LIMIT", registry=r
+        )
+        self.abandoned = Counter(
+            "jsc_http_abandoned",
+            "Requests whose client went away or was too slow, by what was left",
+            ["reason"],
+            registry=r,
+        )
         self.sync_rounds = Counter(
             "jsc_sync_rounds", "Changed-since sync rounds by result", ["result"], registry=r
         )
@@ -142,6 +152,9 @@ class Metrics:
 
     def watch_feed(self, feed: Feed) -> None:
         self.registry.register(FeedCollector(feed))
+
+    def watch_hub(self, hub: Hub) -> None:
+        self.registry.register(HubCollector(hub))
 
     async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""
@@ -265,6 +278,25 @@ class FeedCollector(Collector):
         yield CounterMetricFamily("jsc_change_feed_wakes", "Wakes of waiting readers", feed.wakes)
         yield GaugeMetricFamily(
             "jsc_change_feed_live", "1 while the feed's listener is connected", float(feed.live)
+        )
+
+
+class HubCollector(Collector):
+    """The stream hub's reads of the log (one per wake, whatever the streams) and drops."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        hub = self.hub
+        yield CounterMetricFamily(
+            "jsc_change_hub_reads", "Reads of the change log for every stream", hub.reads
+        )
+        yield CounterMetricFamily(
+            "jsc_change_streams_dropped", "Streams dropped for falling behind", hub.dropped
+        )
+        yield GaugeMetricFamily(
+            "jsc_change_hub_taps", "Streams reading from the hub's pages", len(hub.taps)
         )
 
 

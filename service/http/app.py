@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
@@ -23,7 +24,7 @@ from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
-from service.sync import feed, subscribers
+from service.sync import feed, hub, subscribers
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo, listen
 from service.sync.parts import jira_parts
@@ -47,6 +48,7 @@ class State(TypedDict):
     poller: Poller | None
     reader: Reader
     feed: feed.Feed
+    hub: hub.Hub
     verified: Verified
     health: WebhookHealth
     deliveries: subscribers.Deliveries | None
@@ -154,6 +156,12 @@ def create_app(settings: Settings) -> Starlette:
             async with (
                 remembering(settings, dsn, metrics) as memo,
                 feed.running(pool, dsn) as follower,
+                hub.running(
+                    follower,
+                    functools.partial(changes.render_frame, ttl=settings.cache_ttl),
+                    settings.stream_limit,
+                    settings.stream_buffer,
+                ) as streams,
                 jira_parts(settings, pool, metrics, memo, watch) as parts,
                 subscribers.running(settings, follower, metrics) as deliveries,
             ):
@@ -167,11 +175,13 @@ def create_app(settings: Settings) -> Starlette:
                     poller=parts.poller,
                     reader=parts.reader,
                     feed=follower,
+                    hub=streams,
                     verified=watch[0],
                     health=watch[1],
                     deliveries=deliveries,
                 )
                 metrics.watch_feed(follower)
+                metrics.watch_hub(streams)
                 yield dict(state)
         finally:
             await pool.close()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
+import msgspec
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from service.config import Settings
 from service.http.errors import ApiError
@@ -22,15 +25,23 @@ from service.metrics import Metrics
 from service.model import check_project_id
 from service.shapes import render_change
 from service.storage import changes
-from service.storage.changes import Cursor, CursorExpiredError, Filter, InvalidCursorError
+from service.storage.changes import (
+    Change,
+    Cursor,
+    CursorExpiredError,
+    Filter,
+    InvalidCursorError,
+)
 from service.storage.pool import DatabaseUnavailableError
-from service.sync.feed import Feed, follow
+from service.sync.hub import Hub, StreamDroppedError, StreamLimitError
 
 log = logging.getLogger(__name__)
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 PING_SECONDS = 15  # a comment line that keeps proxies from closing an idle stream
 SHUTDOWN_GRACE_SECONDS = 2  # for a stream to end by itself before it is cancelled
 RETRY_MS = 2000  # how long a client's EventSource waits before it reconnects
+STREAM_RETRY_SECONDS = 5  # Retry-After of a stream refused at STREAM_LIMIT
+STALLED_SECONDS = 30  # a send blocked this long (the client reads nothing) ends the stream
 
 
 def parse_filter(request: Request) -> Filter:
@@ -84,30 +95,73 @@ async def stream_changes(request: Request) -> Response:
     resumed = request.headers.get("last-event-id") or request.query_params.get("after")
     after = await start_cursor(request, resumed)
     await _read(request, after, only, 1)  # a bad or expired cursor answers before the stream
+    hub: Hub = request.state.hub
+    try:
+        release = hub.claim()
+    except StreamLimitError as exc:
+        request.state.metrics.streams_refused.inc()
+        raise ApiError(
+            503, "too_many_streams", str(exc), {"Retry-After": str(STREAM_RETRY_SECONDS)}
+        ) from None
     shutdown = anyio.Event()
-    return EventSourceResponse(
+    return Stream(
         _events(request, after, only, shutdown),
+        release,
         ping=PING_SECONDS,
         shutdown_event=shutdown,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+        send_timeout=STALLED_SECONDS,
     )
+
+
+class Stream(EventSourceResponse):
+    """An SSE answer that holds a STREAM_LIMIT slot until it ends, however it ends."""
+
+    def __init__(
+        self, events: AsyncIterator[ServerSentEvent | bytes], release: Callable[[], None], **kw: Any
+    ) -> None:
+        super().__init__(events, **kw)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # Its client stopped reading altogether: nothing more can reach it.
+            log.info("change stream ended: the client stopped reading")
+        finally:
+            self.release()
+
+
+def render_frame(change: Change, ttl: float) -> bytes:
+    """One entry as its SSE event, rendered once for every stream that sends it."""
+    body = msgspec.json.encode(render_change(change, ttl, datetime.now(UTC))).decode()
+    return ServerSentEvent(data=body, id=change.cursor.encode(), event="change").encode()
+
+
+def dropped_frame(exc: StreamDroppedError) -> bytes:
+    """The event that tells a client that fell behind where to resume (its `id`)."""
+    error = {"code": "stream_dropped", "message": str(exc), "resume_after": exc.last.encode()}
+    body = msgspec.json.encode(error).decode()
+    return ServerSentEvent(data=body, id=exc.last.encode(), event="dropped").encode()
 
 
 async def _events(
     request: Request, after: Cursor, only: Filter, shutdown: anyio.Event
-) -> AsyncIterator[ServerSentEvent]:
-    feed: Feed = request.state.feed
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    hub: Hub = request.state.hub
     metrics: Metrics = request.state.metrics
-    ttl = request.state.settings.cache_ttl
     stop = asyncio.Event()
     watcher = asyncio.create_task(_stop_on(shutdown, stop))
     metrics.change_streams.inc()
     try:
         yield ServerSentEvent(comment="following changes", retry=RETRY_MS)
-        async for change in follow(feed, after, only, stop):
-            body = json.dumps(render_change(change, ttl, datetime.now(UTC)))
-            yield ServerSentEvent(data=body, id=change.cursor.encode(), event="change")
-            metrics.change_events.inc()
+        async for frames in hub.frames(after, only, stop):
+            yield b"".join(frames)
+            metrics.change_events.inc(len(frames))
+    except StreamDroppedError as exc:
+        log.info("change stream dropped: its client fell behind")
+        yield dropped_frame(exc)
     except DatabaseUnavailableError as exc:
         # The client reconnects with Last-Event-ID after RETRY_MS and loses nothing.
         log.warning(
