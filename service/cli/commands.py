@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import asyncpg
 import msgspec
 
+from service.cli.display import printable
 from service.config import ConfigError, Settings
 from service.jira import client as jira
 from service.model import InvalidProjectIdError, check_project_id
@@ -309,11 +310,12 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
 
 def render_letter(letter: webhooks.DeadLetter) -> str:
     shaped = shape_letter(letter)
-    body = " ".join(shaped.body.split())
+    body = printable(" ".join(shaped.body.split()))
     body = body if len(body) <= 160 and not shaped.truncated else body[:157] + "..."
+    delivery = printable(shaped.delivery_id or "(no identifier)")
     return (
-        f"#{shaped.id}  {shaped.received_at}  delivery {shaped.delivery_id or '(no identifier)'}\n"
-        f"    error: {shaped.error}\n"
+        f"#{shaped.id}  {shaped.received_at}  delivery {delivery}\n"
+        f"    error: {printable(shaped.error)}\n"
         f"    body:  {body}"
     )
 

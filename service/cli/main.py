@@ -12,7 +12,6 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
-import uvicorn
 from starlette.types import ASGIApp
 
 from service import config
@@ -130,8 +129,11 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     log.info("listening", extra={"url": listen_url(settings), "workers": workers})
-    uvicorn.run(
+    from service.http import server
+
+    config = server.config(
         serving_app(settings) if workers == 1 else WORKER_APP,
+        settings,
         factory=workers > 1,
         workers=workers,
         host=settings.host,
@@ -142,6 +144,8 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
+    if not server.run(config):
+        return 3  # uvicorn's own exit code when it could not start
     return 0
 
 

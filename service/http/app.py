@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from service.config import Settings
 from service.http import changes, issues, openapi, refreshes, subscriptions, webhook
@@ -110,19 +110,27 @@ def routes(settings: Settings) -> list[BaseRoute]:
         # refresh routes first, so that .../jira/refresh is not read as a key.
         Mount(
             "/api/v1",
-            routes=[
-                *webhook.delivery_routes,
-                # Closed whenever the API is: an API token does not open them.
-                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
-                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
-                *guard(
-                    refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
-                    api,
-                    "an API or an admin token",
-                ),
-            ],
+            app=unslashed(
+                [
+                    *webhook.delivery_routes,
+                    # Closed whenever the API is: an API token does not open them.
+                    *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
+                    *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
+                    *guard(
+                        refreshes.routes + issues.routes + changes.routes + subscriptions.routes,
+                        api,
+                        "an API or an admin token",
+                    ),
+                ]
+            ),
         ),
     ]
+
+
+def unslashed(routes: list[BaseRoute]) -> Router:
+    """A router that answers 404 for a path with a stray slash: Starlette's redirect would
+    build its Location from the Host header the client sent."""
+    return Router(routes=routes, redirect_slashes=False)
 
 
 def guard(
@@ -186,14 +194,18 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await pool.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes(settings),
         middleware=[
             Middleware(Access, metrics=metrics),
             Middleware(
-                BodyLimit, limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes)
+                BodyLimit,
+                limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes),
+                timeout=settings.body_timeout,
             ),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # as unslashed(): never a Location from Host
+    return app

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from service.jira.client import (
@@ -22,6 +22,7 @@ from service.storage.pool import DatabaseUnavailableError
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER = "5"
+CLIENT_GONE = 499
 JIRA_RETRY_AFTER = 30.0
 _CODES = {
     400: "bad_request",
@@ -56,6 +57,7 @@ DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
 UNUSABLE_PAYLOAD = "unusable_payload"
 WEBHOOKS_DISABLED = "webhooks_disabled"
 BODY_TOO_LARGE = "body_too_large"
+BODY_TIMEOUT = "body_timeout"
 DATABASE_UNAVAILABLE = "database_unavailable"
 ISSUE_NOT_FOUND = "issue_not_found"
 JIRA_NOT_CONFIGURED = "jira_not_configured"
@@ -109,6 +111,14 @@ class BodyTooLarge(ApiError):
         super().__init__(413, BODY_TOO_LARGE, f"{what} is over the limit of {limit} bytes")
 
 
+class BodyTimeout(ApiError):
+    """A body that did not arrive in time; the connection closes, since its rest may follow."""
+
+    def __init__(self, seconds: float) -> None:
+        message = f"the request body did not arrive within BODY_TIMEOUT ({seconds:g} s)"
+        super().__init__(408, BODY_TIMEOUT, message, {"Connection": "close"})
+
+
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -157,6 +167,20 @@ async def on_jira_error(request: Request, exc: JiraError) -> Response:
     return error_response(502, "jira_error", str(exc))
 
 
+async def on_body_timeout(request: Request, exc: BodyTimeout) -> Response:
+    log.info("request body too slow", extra={"path": request.url.path})
+    request.state.metrics.abandoned.labels("body_timeout").inc()
+    return render_error(exc)
+
+
+async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """The client went away before its request was read: nobody to answer, nothing wrong."""
+    log.info("client went away mid-request", extra={"path": request.url.path})
+    request.state.metrics.abandoned.labels("client_gone").inc()
+    # 499, as nginx logs it: the access log and the latency metric count it apart from 5xx.
+    return Response(status_code=CLIENT_GONE)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "internal_error", "an unexpected error occurred")
@@ -165,6 +189,8 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 Handler = Callable[[Request, Any], Awaitable[Response]]
 HANDLERS: dict[Any, Handler] = {
     ApiError: on_api_error,
+    BodyTimeout: on_body_timeout,
+    ClientDisconnect: on_client_gone,
     HTTPException: on_http_error,
     InvalidKeyError: on_invalid_input,
     InvalidProjectIdError: on_invalid_input,
