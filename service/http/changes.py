@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,16 +13,18 @@ import msgspec
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service.config import Settings
-from service.http.errors import ApiError
+from service.http.errors import ApiError, ErrorCode
 from service.http.issues import parse_keys
+from service.http.params import whole_param
+from service.http.responses import ShapedResponse
 from service.metrics import Metrics
 from service.model import check_project_id
-from service.shapes import render_change
+from service.shapes.changes import ChangePage, shape_change
 from service.storage import changes
 from service.storage.changes import (
     Change,
@@ -54,19 +55,11 @@ def parse_filter(request: Request) -> Filter:
     )
 
 
-def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not re.fullmatch("[0-9]{1,4}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
 async def start_cursor(request: Request, after: str | None) -> Cursor:
     """The cursor to read after: the one given, else the log's start or now (`from=`)."""
     start = request.query_params.get("from", "now")
     if start not in ("now", "beginning"):
-        raise ApiError(400, "invalid_from", "from must be now or beginning")
+        raise ApiError(400, ErrorCode.INVALID_FROM, "from must be now or beginning")
     if after is not None:
         return _decode(after)
     if start == "beginning":
@@ -76,17 +69,14 @@ async def start_cursor(request: Request, after: str | None) -> Cursor:
 
 async def get_changes(request: Request) -> Response:
     only = parse_filter(request)
-    limit = parse_limit(request.query_params.get("limit"))
+    query = request.query_params
+    limit = whole_param(query, "limit", ErrorCode.INVALID_LIMIT, DEFAULT_LIMIT, MAX_LIMIT)
     after = await start_cursor(request, request.query_params.get("after"))
     page = await _read(request, after, only, limit)
     settings: Settings = request.state.settings
     now = datetime.now(UTC)
-    return JSONResponse(
-        {
-            "changes": [render_change(change, settings.cache_ttl, now) for change in page.changes],
-            "next": page.next.encode(),
-        }
-    )
+    shaped = [shape_change(change, settings.cache_ttl, now) for change in page.changes]
+    return ShapedResponse(ChangePage(shaped, page.next.encode()))
 
 
 async def stream_changes(request: Request) -> Response:
@@ -101,7 +91,7 @@ async def stream_changes(request: Request) -> Response:
     except StreamLimitError as exc:
         request.state.metrics.streams_refused.inc()
         raise ApiError(
-            503, "too_many_streams", str(exc), {"Retry-After": str(STREAM_RETRY_SECONDS)}
+            503, ErrorCode.TOO_MANY_STREAMS, str(exc), {"Retry-After": str(STREAM_RETRY_SECONDS)}
         ) from None
     shutdown = anyio.Event()
     return Stream(
@@ -135,7 +125,7 @@ class Stream(EventSourceResponse):
 
 def render_frame(change: Change, ttl: float) -> bytes:
     """One entry as its SSE event, rendered once for every stream that sends it."""
-    body = msgspec.json.encode(render_change(change, ttl, datetime.now(UTC))).decode()
+    body = msgspec.json.encode(shape_change(change, ttl, datetime.now(UTC))).decode()
     return ServerSentEvent(data=body, id=change.cursor.encode(), event="change").encode()
 
 
@@ -181,16 +171,16 @@ async def _read(request: Request, after: Cursor, only: Filter, limit: int) -> ch
     try:
         return await changes.read_changes(request.state.pool, after, only, limit)
     except InvalidCursorError as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
+        raise ApiError(400, ErrorCode.INVALID_CURSOR, str(exc)) from None
     except CursorExpiredError as exc:
-        raise ApiError(410, "cursor_expired", str(exc)) from None
+        raise ApiError(410, ErrorCode.CURSOR_EXPIRED, str(exc)) from None
 
 
 def _decode(text: str) -> Cursor:
     try:
         return Cursor.decode(text)
     except InvalidCursorError as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
+        raise ApiError(400, ErrorCode.INVALID_CURSOR, str(exc)) from None
 
 
 routes = [
