@@ -13,7 +13,19 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, feed, freshness, profile, reads, refresh, runs, scale, sync, webhooks
+from bench import (
+    db,
+    feed,
+    freshness,
+    profile,
+    reads,
+    refresh,
+    runs,
+    scale,
+    streams,
+    sync,
+    webhooks,
+)
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
@@ -30,6 +42,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "freshness": freshness.run,
     "webhooks": webhooks.run,
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
+    "streams": streams.run,  # later still
 }
 NAMES = (*WORLD_SCENARIOS, "scale", "sync")
 

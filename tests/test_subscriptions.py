@@ -274,6 +274,8 @@ async def test_a_subscriber_failing_past_the_bound_is_paused_until_resumed(fresh
         resumed = await http.post(f"/api/v1/subscriptions/{created['id']}/resume")
         assert resumed.status_code == 200 and resumed.json()["paused"] is False
         await eventually(lambda: _true(len(receiver.taken) == 2))
+        # The cursor moves once the answer is in, just after the receiver took the POST.
+        await eventually(lambda: _delivered(http, created, 2))
         shown = await status(http, created)
     assert receiver.keys() == ["PRJ-1", "PRJ-2"] and shown["delivered"] == 2
     assert shown["last_success_at"] is not None and shown["lag"]["entries"] == 0
@@ -338,6 +340,10 @@ async def _paused(http: httpx.AsyncClient, subscription: dict[str, Any]) -> bool
 async def _caught_up(http: httpx.AsyncClient, count: int, last: str) -> bool:
     listed = (await http.get("/api/v1/subscriptions")).json()["subscriptions"]
     return len(listed) == count and all(s["cursor"] >= last for s in listed)
+
+
+async def _delivered(http: httpx.AsyncClient, subscription: dict[str, Any], count: int) -> bool:
+    return bool((await status(http, subscription))["delivered"] == count)
 
 
 async def _true(value: bool) -> bool:

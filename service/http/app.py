@@ -12,7 +12,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from service.config import Settings
@@ -20,8 +20,10 @@ from service.http import changes, issues, openapi, refreshes, subscriptions, web
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
 from service.http.middleware import BodyLimit, Guard
+from service.http.responses import ShapedResponse
 from service.jira import client as jira
 from service.metrics import Metrics, get_metrics
+from service.shapes.probes import Health, Readiness, shape_webhook_health
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync import feed, hub, subscribers
@@ -57,8 +59,8 @@ class State(TypedDict):
 async def healthz(request: Request) -> Response:
     client: jira.JiraClient | None = request.state.jira
     jira_health = client.health if client else "unconfigured"
-    webhooks = request.state.health.verdict.as_json()
-    return JSONResponse({"status": "ok", "jira": jira_health, "webhooks": webhooks})
+    webhooks = shape_webhook_health(request.state.health.verdict)
+    return ShapedResponse(Health(status="ok", jira=jira_health, webhooks=webhooks))
 
 
 async def readyz(request: Request) -> Response:
@@ -67,13 +69,13 @@ async def readyz(request: Request) -> Response:
         async with request.state.pool.acquire(timeout=2) as connection:
             pending = await migrate.pending_versions(connection)
     except DatabaseUnavailableError:
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return ShapedResponse(Readiness("unavailable", "unreachable"), status_code=503)
     except migrate.NoMigrationsError as exc:
-        return JSONResponse({"status": "unavailable", "migrations": str(exc)}, status_code=503)
+        return ShapedResponse(Readiness("unavailable", migrations=str(exc)), status_code=503)
     if pending:
-        body = {"status": "unavailable", "database": "ok", "pending_migrations": pending}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "database": "ok"})
+        body = Readiness("unavailable", "ok", pending_migrations=pending)
+        return ShapedResponse(body, status_code=503)
+    return ShapedResponse(Readiness("ready", "ok"))
 
 
 @contextlib.asynccontextmanager

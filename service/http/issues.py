@@ -14,6 +14,7 @@ from service.http.responses import ShapedResponse
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.shapes import Issue, shape_issue
+from service.shapes.links import IssueBatch, Link, LinkList, LinkResult
 from service.storage import links
 from service.sync.reads import JiraSlowError, Reader
 
@@ -69,32 +70,26 @@ async def get_issues(request: Request) -> Response:
     keys = parse_keys(request.query_params.get("keys"), settings.max_batch_keys)
     found = await read(request, keys)
     return ShapedResponse(
-        {
-            "issues": [render_issue_now(request, found[key]) for key in keys if key in found],
-            "missing": [key for key in keys if key not in found],
-        }
+        IssueBatch(
+            issues=[render_issue_now(request, found[key]) for key in keys if key in found],
+            missing=[key for key in keys if key not in found],
+        )
     )
 
 
 async def get_links(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     found = await links.list_links(request.state.pool, project_id)
-    return ShapedResponse(
-        {
-            "project_id": project_id,
-            "links": [
-                {
-                    "key": link.key,
-                    "linked_at": render_time(link.linked_at),
-                    "state": "not_found" if link.missing and link.cached is None else None,
-                    "issue": None
-                    if link.cached is None
-                    else render_issue_now(request, link.cached),
-                }
-                for link in found
-            ],
-        }
-    )
+    shown = [
+        Link(
+            key=link.key,
+            linked_at=render_time(link.linked_at),
+            state="not_found" if link.missing and link.cached is None else None,
+            issue=None if link.cached is None else render_issue_now(request, link.cached),
+        )
+        for link in found
+    ]
+    return ShapedResponse(LinkList(project_id, shown))
 
 
 async def put_link(request: Request) -> Response:
@@ -102,13 +97,13 @@ async def put_link(request: Request) -> Response:
     key = normalize_key(request.path_params["key"])
     created = await links.link(request.state.pool, project_id, key)
     state, cached = await read_linked(request, key)
-    body = {
-        "project_id": project_id,
-        "key": key,
-        "created": created,
-        "state": state,
-        "issue": None if cached is None else render_issue_now(request, cached),
-    }
+    body = LinkResult(
+        project_id=project_id,
+        key=key,
+        created=created,
+        state=state,  # type: ignore[arg-type]  # a cached state, or pending
+        issue=None if cached is None else render_issue_now(request, cached),
+    )
     return ShapedResponse(body, status_code=201 if created else 200)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
@@ -19,6 +19,7 @@ from service.http.params import whole_param
 from service.http.responses import ShapedResponse
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
+from service.shapes.probes import WebhookOutcome
 from service.storage import webhooks
 from service.sync import webhook
 from service.sync.webhook import KNOWN_EVENTS, Outcome, SignatureError, UnusablePayloadError
@@ -38,7 +39,7 @@ async def receive(request: Request) -> Response:
         metrics.webhooks.labels("unknown", "rejected").inc()
         raise
     metrics.webhooks.labels(event, outcome).inc()
-    return JSONResponse({"outcome": outcome})
+    return ShapedResponse(WebhookOutcome(outcome))
 
 
 async def _receive(request: Request) -> tuple[str, Outcome]:

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from service.storage import changes
 from service.storage.changes import Change, Cursor, Filter, Page
 from service.storage.pool import DatabaseUnavailableError
-from service.sync.feed import LOST, PAGE, Feed
+from service.sync.feed import LOST, PAGE, Feed, set_within
 
 log = logging.getLogger(__name__)
 Render = Callable[[Change], bytes]
+RETRY_SECONDS = 0.5  # after a failed read
 
 
 class StreamLimitError(RuntimeError):
@@ -152,7 +153,10 @@ class Hub:
                     if await self._read_once(self.position):
                         continue  # a full page: more is readable now
                 except (*LOST, DatabaseUnavailableError) as exc:
+                    # Read again soon: the wake that announced these entries will not recur.
                     log.warning("change hub read failed", extra={"error": type(exc).__name__})
+                    await set_within(self.feed.closing, RETRY_SECONDS)
+                    continue
             await self.feed.wait(waiter, self._kick)
 
     async def _read_once(self, position: Cursor) -> bool:
