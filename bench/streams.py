@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import psutil  # type: ignore[import-untyped]  # no stubs in the venv; only bench uses it
 
 from bench import db, procs
 from bench.load import percentile
@@ -47,6 +48,7 @@ class Run:
     # stream -> sequence -> arrival
     seen: dict[int, dict[int, float]] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)  # webhooks answered other than applied
+    cpu_s: float = 0.0  # serve's CPU time over the load (user + system)
     scans: float = 0.0
     xacts: float = 0.0
     hub_reads: float = 0.0
@@ -207,8 +209,11 @@ async def measure(world: World, streams: int, first: int, base_ms: int) -> Run:
             await scans(world.dsn),
             await metric(session, url, "jsc_change_hub_reads_total"),
         )
+        cpu = psutil.Process(world.serve.pid)
+        cpu_before = sum(cpu.cpu_times()[:2])
         with procs.RssSampler(world.serve.pid, every=0.05) as rss:
             await load(session, world, run, first, base_ms)
+            run.cpu_s = sum(cpu.cpu_times()[:2]) - cpu_before
             await arrived(run, world.plan.issues)
         run.rss_mb = rss.peak_mb
         after_scans, after_xacts = await scans(world.dsn)
@@ -273,6 +278,19 @@ def report(results: Results, none: Run, many: Run, issues: int) -> None:
     results.add(
         Figure(
             section,
+            f"serve's CPU time over the load, {many.streams} streams open",
+            many.cpu_s,
+            "s",
+            none.cpu_s,
+            "the same run with no streams",
+            target="",
+            note="user + system, while the webhooks and GETs were sent; on a shared machine the"
+            " fairer measure of cost than latency",
+        )
+    )
+    results.add(
+        Figure(
+            section,
             f"peak RSS of serve with {many.streams} streams",
             many.rss_mb,
             "MiB",
@@ -313,6 +331,7 @@ async def run(world: World, results: Results) -> None:
             "webhook_ms": r.webhook_ms,
             "get_ms": r.get_ms,
             "failed": len(r.failed),
+            "cpu_s": r.cpu_s,
             "scans": r.scans,
             "xacts": r.xacts,
             "hub_reads": r.hub_reads,

@@ -81,6 +81,7 @@ class Hub:
         self.open = 0  # streams counted against the limit, catching up or joined
         self.reads = self.dropped = 0
         self.position: Cursor | None = None  # where the hub reads next; None with no taps
+        self.closed = False
         self._kick = asyncio.Event()
 
     def claim(self) -> Callable[[], None]:
@@ -115,9 +116,11 @@ class Hub:
             if not page.full and self._joinable(after):
                 break
         tap = self._join(after, only)
+        # One task per stream wakes it on stop; each entry then costs one Event, no task.
+        waking = asyncio.create_task(_set_on(stop, tap.ready))
         try:
-            while not (stop.is_set() or self.feed.closing.is_set()):
-                await self.feed.wait(tap.ready, stop)
+            while not (stop.is_set() or self.closed):
+                await tap.ready.wait()
                 taken = tap.take()
                 if taken:
                     yield [frame for _, frame in taken]
@@ -125,7 +128,14 @@ class Hub:
                 if tap.dropped:
                     raise StreamDroppedError(sent)
         finally:
+            waking.cancel()
             self._leave(tap)
+
+    def close(self) -> None:
+        """End every stream's wait: the process is stopping."""
+        self.closed = True
+        for tap in self.taps:
+            tap.ready.set()
 
     def _joinable(self, after: Cursor) -> bool:
         # A tap gets the hub's pages from its position on: the stream must have read that far.
@@ -145,7 +155,7 @@ class Hub:
 
     async def run(self) -> None:
         """Until the feed closes: on each wake (or kick), read once and hand out the page."""
-        while not self.feed.closing.is_set():
+        while not (self.feed.closing.is_set() or self.closed):
             waiter = self.feed.waiter()
             self._kick.clear()
             if self.position is not None:
@@ -184,6 +194,11 @@ class Hub:
                     break
 
 
+async def _set_on(stop: asyncio.Event, ready: asyncio.Event) -> None:
+    await stop.wait()
+    ready.set()
+
+
 @contextlib.asynccontextmanager
 async def running(feed: Feed, render: Render, limit: int, buffer: int) -> AsyncIterator[Hub]:
     """The hub and its reading task, for the lifespan."""
@@ -192,5 +207,6 @@ async def running(feed: Feed, render: Render, limit: int, buffer: int) -> AsyncI
     try:
         yield hub
     finally:
+        hub.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
