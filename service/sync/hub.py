@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from service.storage import changes
-from service.storage.changes import Change, Cursor, Filter, Page
+from service.storage.changes import Change, Cursor, Filter, Page, Reach
 from service.storage.pool import DatabaseUnavailableError
 from service.sync.feed import LOST, PAGE, Feed, set_within
 
@@ -71,13 +71,64 @@ class Tap:
         return frames
 
 
+class Taps:
+    """The joined taps, indexed by what their filters name, so that an entry meets only the
+    taps that may admit it: handing out a page costs what its readers get, not every stream."""
+
+    def __init__(self) -> None:
+        self.joined: set[Tap] = set()
+        self._everyone: set[Tap] = set()
+        self._by_key: dict[str, set[Tap]] = {}
+        self._by_project: dict[str, set[Tap]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.joined)
+
+    def __len__(self) -> int:
+        return len(self.joined)
+
+    def add(self, tap: Tap) -> None:
+        self.joined.add(tap)
+        names = self._names(tap)
+        if not names:
+            self._everyone.add(tap)
+        for index, name in names:
+            index.setdefault(name, set()).add(tap)
+
+    def discard(self, tap: Tap) -> None:
+        self.joined.discard(tap)
+        self._everyone.discard(tap)
+        for index, name in self._names(tap):
+            held = index.get(name, set())
+            held.discard(tap)
+            if not held:
+                index.pop(name, None)
+
+    def meeting(self, reach: Reach) -> set[Tap]:
+        """The taps whose filter may admit an entry of this reach (Filter.admits decides)."""
+        found = set(self._everyone)
+        for key in reach.keys:
+            found |= self._by_key.get(key, set())
+        for project in reach.projects:
+            found |= self._by_project.get(project, set())
+        return found
+
+    def _names(self, tap: Tap) -> list[tuple[dict[str, set[Tap]], str]]:
+        # By its keys when it has some (the narrower), else its project; none: everyone's.
+        if tap.only.keys is not None:
+            return [(self._by_key, key) for key in tap.only.keys]
+        if tap.only.project_id is not None:
+            return [(self._by_project, tap.only.project_id)]
+        return []
+
+
 class Hub:
     """Reads the log once per wake and hands each page to every joined stream."""
 
     def __init__(self, feed: Feed, render: Render, limit: int, buffer: int) -> None:
         self.feed, self.render = feed, render
         self.limit, self.buffer = limit, buffer
-        self.taps: set[Tap] = set()
+        self.taps = Taps()
         self.open = 0  # streams counted against the limit, catching up or joined
         self.reads = self.dropped = 0
         self.position: Cursor | None = None  # where the hub reads next; None with no taps
@@ -134,7 +185,7 @@ class Hub:
     def close(self) -> None:
         """End every stream's wait: the process is stopping."""
         self.closed = True
-        for tap in self.taps:
+        for tap in self.taps.joined:
             tap.ready.set()
 
     def _joinable(self, after: Cursor) -> bool:
@@ -179,19 +230,17 @@ class Hub:
         return page.full
 
     def _hand(self, page: Page) -> None:
-        """Each tap gets the entries its filter admits and it has not read itself."""
-        frames: dict[int, bytes] = {}
-        for tap in list(self.taps):
-            for index, (change, reach) in enumerate(zip(page.changes, page.reach, strict=True)):
+        """Each tap gets the entries its filter admits and it has not read itself, in order."""
+        for change, reach in zip(page.changes, page.reach, strict=True):
+            frame: bytes | None = None
+            for tap in self.taps.meeting(reach):
                 if change.cursor <= tap.after or not tap.only.admits(reach):
                     continue
-                if index not in frames:
-                    frames[index] = self.render(change)
-                if not tap.offer(change.cursor, frames[index]):
+                frame = frame or self.render(change)
+                if not tap.offer(change.cursor, frame):
                     self.dropped += 1
                     self.taps.discard(tap)
                     tap.drop()
-                    break
 
 
 async def _set_on(stop: asyncio.Event, ready: asyncio.Event) -> None:
