@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
 
 from service.config import Settings
+from service.http import changes as change_routes
 from service.storage import issues as store
 from service.storage import links
 from tests.factory import make_issue
@@ -113,3 +117,36 @@ async def test_a_stream_a_buffer_behind_is_dropped_with_where_to_resume(
         keys = await keys_of(events(resumed), 10)
         await resumed.aclose()
     assert keys == [f"PRJ-{n}" for n in range(2, 12)]
+
+
+async def test_a_stream_whose_client_reads_nothing_is_closed_without_an_error(
+    log: asyncpg.Pool,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that stops reading altogether is disconnected: an info line, no ERROR."""
+    monkeypatch.setattr(change_routes, "STALLED_SECONDS", 0.5)
+    caplog.set_level(logging.INFO)
+    server_log = logging.getLogger("uvicorn.error")  # uvicorn's, which does not propagate
+    roomy = dataclasses.replace(settings, stream_buffer=1_000_000)
+    async with serve(roomy) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
+        server_log.addHandler(caplog.handler)  # now: uvicorn's Config set its loggers up anew
+        parts = urlsplit(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        sock.connect((parts.hostname, parts.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET {STREAM} HTTP/1.1\r\nHost: cache\r\n\r\n".encode())
+        await reader.readuntil(b"following changes")
+        await eventually(lambda: _is(metric(http, "jsc_change_hub_taps"), 1))
+        many = [make_issue(id=n, key=f"PRJ-{n}", summary="x" * 500) for n in range(1, 3001)]
+        await store.upsert_issues(log, many, "poll")
+        await eventually(lambda: _is(metric(http, "jsc_change_streams"), 0), seconds=60)
+        writer.close()
+    server_log.removeHandler(caplog.handler)
+    # The server's and ours: asyncio's own may report an earlier test's leftovers here.
+    ours = [r for r in caplog.records if r.name.startswith(("uvicorn", "service"))]
+    assert not [r for r in ours if r.levelno >= logging.ERROR]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "change stream ended: the client stopped reading" in messages

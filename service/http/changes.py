@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from service.http.errors import ApiError, ErrorCode
 from service.http.issues import parse_keys
 from service.http.params import whole_param
 from service.http.responses import ShapedResponse
+from service.http.server import ABORT
 from service.metrics import Metrics
 from service.model import check_project_id
 from service.shapes.changes import ChangePage, shape_change
@@ -119,6 +121,9 @@ class Stream(EventSourceResponse):
         except SendTimeoutError:
             # Its client stopped reading altogether: nothing more can reach it.
             log.info("change stream ended: the client stopped reading")
+            aborting = scope.get("extensions", {}).get(ABORT)
+            if aborting is not None:
+                aborting["abort"]()
         finally:
             self.release()
 
@@ -146,9 +151,11 @@ async def _events(
     metrics.change_streams.inc()
     try:
         yield ServerSentEvent(comment="following changes", retry=RETRY_MS)
-        async for frames in hub.frames(after, only, stop):
-            yield b"".join(frames)
-            metrics.change_events.inc(len(frames))
+        # Closed here, not by the garbage collector, so that its waits end with the stream.
+        async with contextlib.aclosing(hub.frames(after, only, stop)) as batches:
+            async for frames in batches:
+                yield b"".join(frames)
+                metrics.change_events.inc(len(frames))
     except StreamDroppedError as exc:
         log.info("change stream dropped: its client fell behind")
         yield dropped_frame(exc)

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 MAX_URL = 16 * 1024  # bytes of a request target; browsers and proxies stop near 8 to 16 KiB
 MAX_HEAD = 64 * 1024  # bytes of a request's headers together
 KEEP_ALIVE_SECONDS = 5  # an idle connection between two requests
+# An ASGI extension ours offers the app: {"abort": callable} closes the connection at once.
+ABORT = "jsc.abort"
 
 
 class Config(uvicorn.Config):
@@ -78,6 +80,15 @@ class Protocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            self.scope.setdefault("extensions", {})[ABORT] = {"abort": lambda: self._abort(cycle)}
+
+    def _abort(self, cycle: Any) -> None:
+        """End a response that can send nothing more (its client reads nothing): close the
+        connection, as a client that went away, so that uvicorn does not call it an error."""
+        cycle.disconnected = True
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         refusal = self._refusal or HeadTooLargeError(400, "bad_request", "not a valid HTTP request")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from service.storage import changes
@@ -152,7 +152,7 @@ class Hub:
 
     async def frames(
         self, after: Cursor, only: Filter, stop: asyncio.Event
-    ) -> AsyncIterator[list[bytes]]:
+    ) -> AsyncGenerator[list[bytes], None]:
         """A stream's rendered entries after `after`, in batches, until `stop` or closing.
 
         Raises StreamDroppedError when the stream fell a buffer behind.
