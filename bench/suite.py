@@ -23,6 +23,7 @@ from bench import (
     refresh,
     runs,
     scale,
+    streams,
     sync,
     webhooks,
     workers,
@@ -44,6 +45,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "webhooks": webhooks.run,
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
     "workers": workers.run,  # later still
+    "streams": streams.run,  # later still
 }
 NAMES = (*WORLD_SCENARIOS, "scale", "sync", "postgres")
 

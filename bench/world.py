@@ -79,6 +79,7 @@ async def open_world(plan: Plan, admin_dsn: str) -> AsyncIterator[World]:
         JIRA_MAX_CONCURRENCY="16",
         JIRA_MAX_RPS="100",
         SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",  # the feed scenario's subscriber
+        STREAM_LIMIT="2000",  # the streams scenario opens 1,000
     )
     started: list[procs.Proc] = []
     try:

@@ -110,3 +110,22 @@ class FeedCollector(Collector):
         yield GaugeMetricFamily(
             "jsc_change_feed_live", "1 while the feed's listener is connected", float(feed.live)
         )
+
+
+class HubCollector(Collector):
+    """The stream hub's reads of the log (one per wake, whatever the streams) and drops."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        hub = self.hub
+        yield CounterMetricFamily(
+            "jsc_change_hub_reads", "Reads of the change log for every stream", hub.reads
+        )
+        yield CounterMetricFamily(
+            "jsc_change_streams_dropped", "Streams dropped for falling behind", hub.dropped
+        )
+        yield GaugeMetricFamily(
+            "jsc_change_hub_taps", "Streams reading from the hub's pages", len(hub.taps)
+        )

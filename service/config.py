@@ -344,6 +344,18 @@ class Settings:
                 "required when DATABASE_POOLER=transaction: LISTEN and the migrations' lock "
                 "need PostgreSQL itself, not the pooler",
             )
+    stream_limit: int = setting(
+        "STREAM_LIMIT", 500, whole(1, 100_000), "change streams one process serves at once"
+    )
+    stream_buffer: int = setting(
+        "STREAM_BUFFER", 1000, whole(1, 1_000_000), "entries queued for a slow stream; then dropped"
+    )
+    header_timeout: float = setting(
+        "HEADER_TIMEOUT", 10.0, real(0.1, 600), "seconds a client has to send a request's headers"
+    )
+    body_timeout: float = setting(
+        "BODY_TIMEOUT", 30.0, real(0.1, 3600), "seconds a client has to send a request's body"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -18,7 +18,13 @@ from prometheus_client import (
     Histogram,
 )
 
-from service.collectors import FeedCollector, HealthCollector, JiraCollector, MemoCollector
+from service.collectors import (
+    FeedCollector,
+    HealthCollector,
+    HubCollector,
+    JiraCollector,
+    MemoCollector,
+)
 from service.storage import gauges
 from service.storage.pool import UNREACHABLE, DatabaseUnavailableError
 
@@ -26,6 +32,7 @@ if TYPE_CHECKING:  # the collectors read them; importing them would make metrics
     from service.jira.client import JiraClient
     from service.sync.feed import Feed
     from service.sync.health import WebhookHealth
+    from service.sync.hub import Hub
     from service.sync.memo import Memo
 
 # The process (CPU, memory, open files), the interpreter and its garbage collector, as
@@ -99,6 +106,15 @@ class Metrics:
         self.change_events = Counter(
             "jsc_change_stream_events", "Change entries sent on streams", registry=r
         )
+        self.streams_refused = Counter(
+            "jsc_change_streams_refused", "Streams refused at STREAM_LIMIT", registry=r
+        )
+        self.abandoned = Counter(
+            "jsc_http_abandoned",
+            "Requests whose client went away or was too slow, by what was left",
+            ["reason"],
+            registry=r,
+        )
         self.sync_rounds = Counter(
             "jsc_sync_rounds", "Changed-since sync rounds by result", ["result"], registry=r
         )
@@ -147,6 +163,9 @@ class Metrics:
 
     def watch_feed(self, feed: Feed) -> None:
         self.registry.register(FeedCollector(feed))
+
+    def watch_hub(self, hub: Hub) -> None:
+        self.registry.register(HubCollector(hub))
 
     async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""

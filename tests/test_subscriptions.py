@@ -166,6 +166,39 @@ async def test_urls_not_http_or_not_allowed_are_refused(http, url, code) -> None
     assert (await http.get("/api/v1/subscriptions")).json()["subscriptions"] == []
 
 
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "named"),
+    [
+        (DEEP, "invalid_body", "the body"),
+        ('{"url": "http://127.0.0.1/", "keys": ' + DEEP + "}", "invalid_key", "keys[0]"),
+        (
+            '{"url": "http://127.0.0.1/", "fields": ["status", {"a": 1}]}',
+            "invalid_body",
+            "fields[1]",
+        ),
+        ('{"url": "http://127.0.0.1/", "fields": [["status"]]}', "invalid_body", "fields[0]"),
+        ('{"url": "http://127.0.0.1/", "fields": ["colour"]}', "invalid_body", "fields[0]"),
+        ('{"url": "http://127.0.0.1/", "project_id": 7}', "invalid_project_id", "project_id"),
+        ('{"url": ["http://127.0.0.1/"]}', "invalid_url", "url"),
+        ('{"url": "http://127.0.0.1/", "extra": ' + DEEP + "}", "invalid_body", "extra"),
+        ('{"url": "http://127.0.0.1/"', "invalid_body", "not JSON"),
+    ],
+)
+async def test_a_body_that_does_not_fit_answers_400_naming_the_member(
+    http, body, code, named
+) -> None:
+    """Deep nesting, wrong types and unknown members answer 400 naming the member, never 500."""
+    response = await http.post(
+        "/api/v1/subscriptions", content=body, headers={"Content-Type": "application/json"}
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == code and named in error["message"]
+    assert (await http.get("/api/v1/subscriptions")).json()["subscriptions"] == []
+
+
 async def test_without_allowed_hosts_no_subscription_can_be_created(fresh, settings) -> None:
     """Unset SUBSCRIPTION_ALLOWED_HOSTS refuses every subscription, naming the setting."""
     async with app_client(settings) as http:
@@ -241,6 +274,8 @@ async def test_a_subscriber_failing_past_the_bound_is_paused_until_resumed(fresh
         resumed = await http.post(f"/api/v1/subscriptions/{created['id']}/resume")
         assert resumed.status_code == 200 and resumed.json()["paused"] is False
         await eventually(lambda: _true(len(receiver.taken) == 2))
+        # The cursor moves once the answer is in, just after the receiver took the POST.
+        await eventually(lambda: _delivered(http, created, 2))
         shown = await status(http, created)
     assert receiver.keys() == ["PRJ-1", "PRJ-2"] and shown["delivered"] == 2
     assert shown["last_success_at"] is not None and shown["lag"]["entries"] == 0
@@ -305,6 +340,10 @@ async def _paused(http: httpx.AsyncClient, subscription: dict[str, Any]) -> bool
 async def _caught_up(http: httpx.AsyncClient, count: int, last: str) -> bool:
     listed = (await http.get("/api/v1/subscriptions")).json()["subscriptions"]
     return len(listed) == count and all(s["cursor"] >= last for s in listed)
+
+
+async def _delivered(http: httpx.AsyncClient, subscription: dict[str, Any], count: int) -> bool:
+    return bool((await status(http, subscription))["delivered"] == count)
 
 
 async def _true(value: bool) -> bool:

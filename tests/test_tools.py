@@ -170,6 +170,18 @@ async def test_dead_letters_newest_first(db: asyncpg.Pool, database_url: str, si
     assert letters[0]["body"] == '{"x": 1}'
 
 
+async def test_dead_letters_escapes_terminal_control_characters(
+    db: asyncpg.Pool, database_url: str, sim
+) -> None:
+    """A body, error or delivery id holding terminal escapes is printed with them escaped."""
+    clear = "\x1b[2J\x1b]0;pwned\x07"
+    await webhooks.add_dead_letter(db, f"d{clear}", f"bad {clear}", f'{{"x": "{clear}"}}')
+    listed = await run("dead-letters", **wired(database_url, sim))
+    assert listed.code == 0, listed.err
+    assert "\x1b" not in listed.out and "\x07" not in listed.out
+    assert listed.out.count("\\x1b[2J\\x1b]0;pwned\\x07") == 3
+
+
 async def test_dead_letters_when_none(db: asyncpg.Pool, database_url: str, sim) -> None:
     """With no dead letters, dead-letters says so and exits 0."""
     result = await run("dead-letters", **wired(database_url, sim))

@@ -14,6 +14,8 @@ import sys
 from typing import Any, TextIO
 
 from service.cli import common
+from service.cli import commands
+from service.cli.display import printable
 from service.config import Settings
 from service.model import render_time
 from service.storage import changes
@@ -74,6 +76,6 @@ def _brief(value: Any) -> str:
     if isinstance(value, dict):
         # A status by its name and category, an assignee by their display name.
         if "category" in value:
-            return f"{value['name']} ({value['category']})"
-        return str(value.get("display_name"))
+            return printable(f"{value['name']} ({value['category']})")
+        return printable(str(value.get("display_name")))
     return "-" if value is None else repr(value) if isinstance(value, str) else str(value)

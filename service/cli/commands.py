@@ -24,6 +24,7 @@ from service.cli.common import (
 )
 from service.cli.sync import check_sync
 from service.cli.webhook import check_webhook
+from service.cli.display import printable
 from service.config import ConfigError, Settings
 from service.jira import client as jira
 from service.shapes import shape_letter, shape_report
@@ -226,11 +227,12 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
 
 def render_letter(letter: webhooks.DeadLetter) -> str:
     shaped = shape_letter(letter)
-    body = " ".join(shaped.body.split())
+    body = printable(" ".join(shaped.body.split()))
     body = body if len(body) <= 160 and not shaped.truncated else body[:157] + "..."
+    delivery = printable(shaped.delivery_id or "(no identifier)")
     return (
-        f"#{shaped.id}  {shaped.received_at}  delivery {shaped.delivery_id or '(no identifier)'}\n"
-        f"    error: {shaped.error}\n"
+        f"#{shaped.id}  {shaped.received_at}  delivery {delivery}\n"
+        f"    error: {printable(shaped.error)}\n"
         f"    body:  {body}"
     )
 

@@ -17,8 +17,8 @@ import asyncpg
 from service.config import Settings
 from service.model import InvalidProjectIdError, check_project_id
 from service.storage import migrate
-from service.storage.pool import UNREACHABLE as DATABASE_DOWN
 from service.storage.embedded import resolve_dsn
+from service.storage.pool import UNREACHABLE as DATABASE_DOWN
 from service.storage.pool import open_pool
 
 SubParsers = argparse._SubParsersAction  # argparse names no public type for it

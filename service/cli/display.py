@@ -15,6 +15,12 @@ from service.storage import registration
 PLACEHOLDER = "<JIRA_WEBHOOK_SECRET>"
 
 
+def printable(text: str) -> str:
+    """`text` with each control or unprintable character escaped as repr() writes it, so that
+    content from Jira or a caller cannot move the cursor, recolour or retitle a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def jira_of(settings: Settings) -> JiraSettings:
     """The Jira settings every webhook command needs (JIRA_BASE_URL and credentials)."""
     return settings.require_jira("webhook")

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
 from service.config import Settings
+from service.http import server as http_server
 from service.logs import setup_logging
 from service.storage import migrate as migrations
 from service.storage.embedded import resolve_dsn
@@ -64,8 +65,9 @@ def serve(settings: Settings) -> int:
     # handler it found; a no-op handler lets a clean shutdown end in exit code 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    config = uvicorn.Config(
+    config = http_server.config(
         serving_app(settings) if workers == 1 else WORKER_APP,
+        settings,
         factory=workers > 1,
         workers=workers,
         host=settings.host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
@@ -10,8 +11,8 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from service.config import Settings
 from service.http import changes, issues, openapi, refreshes, subscriptions, webhook
@@ -19,11 +20,13 @@ from service.http.accesslog import Access
 from service.http.errors import HANDLERS
 from service.http.metrics import get_metrics
 from service.http.middleware import BodyLimit, Guard
+from service.http.responses import ShapedResponse
 from service.jira import client as jira
 from service.metrics import Metrics
+from service.shapes.probes import Health, Readiness, shape_webhook_health
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, connect_session, open_pool
-from service.sync import feed, listener, subscribers
+from service.sync import feed, hub, listener, subscribers
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
 from service.sync.parts import jira_parts
@@ -48,6 +51,7 @@ class State(TypedDict):
     poller: Poller | None
     reader: Reader
     feed: feed.Feed
+    hub: hub.Hub
     verified: Verified
     health: WebhookHealth
     deliveries: subscribers.Deliveries | None
@@ -57,8 +61,8 @@ class State(TypedDict):
 async def healthz(request: Request) -> Response:
     client: jira.JiraClient | None = request.state.jira
     jira_health = client.health if client else "unconfigured"
-    webhooks = request.state.health.verdict.as_json()
-    return JSONResponse({"status": "ok", "jira": jira_health, "webhooks": webhooks})
+    webhooks = shape_webhook_health(request.state.health.verdict)
+    return ShapedResponse(Health(status="ok", jira=jira_health, webhooks=webhooks))
 
 
 async def readyz(request: Request) -> Response:
@@ -67,18 +71,18 @@ async def readyz(request: Request) -> Response:
         async with request.state.pool.acquire(timeout=2) as connection:
             pending = await migrate.pending_versions(connection)
     except DatabaseUnavailableError:
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return ShapedResponse(Readiness("unavailable", "unreachable"), status_code=503)
     except migrate.NoMigrationsError as exc:
-        return JSONResponse({"status": "unavailable", "migrations": str(exc)}, status_code=503)
+        return ShapedResponse(Readiness("unavailable", migrations=str(exc)), status_code=503)
     if pending:
-        body = {"status": "unavailable", "database": "ok", "pending_migrations": pending}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "database": "ok"})
+        body = Readiness("unavailable", "ok", pending_migrations=pending)
+        return ShapedResponse(body, status_code=503)
+    return ShapedResponse(Readiness("ready", "ok"))
 
 
 @contextlib.asynccontextmanager
 async def remembering(
-    settings: Settings, changes: listener.Listener, metrics: Metrics
+    settings: Settings, heard: listener.Listener, metrics: Metrics
 ) -> AsyncIterator[Memo | None]:
     """The in-process memo, following the change listener; MEMO_SIZE=0 goes without."""
     if settings.memo_size == 0:
@@ -86,7 +90,7 @@ async def remembering(
         return
     memo = Memo(settings.memo_size, settings.memo_ttl)
     metrics.watch_memo(memo)
-    changes.subscribe(memo.subscriber())
+    heard.subscribe(memo.subscriber())
     yield memo
 
 
@@ -120,27 +124,35 @@ def routes(settings: Settings) -> list[BaseRoute]:
         # Inside the Mount, so that a wrong method is a 405, not the Mount's 404.
         Mount(
             "/api/v1",
-            routes=[
-                *webhook.delivery_routes,
-                *guard(
-                    issues.read_routes
-                    + refreshes.routes
-                    + issues.link_routes
-                    + changes.routes
-                    + subscriptions.routes,
-                    api,
-                    "an API or an admin token",
-                ),
-                # Closed whenever the API is: an API token does not open them.
-                *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
-                *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
-            ],
+            app=unslashed(
+                [
+                    *webhook.delivery_routes,
+                    *guard(
+                        issues.read_routes
+                        + refreshes.routes
+                        + issues.link_routes
+                        + changes.routes
+                        + subscriptions.routes,
+                        api,
+                        "an API or an admin token",
+                    ),
+                    # Closed whenever the API is: an API token does not open them.
+                    *guard(webhook.letter_routes, settings.admin_tokens, ADMIN, bool(api)),
+                    *guard(refreshes.cron_routes, cron, "CRON_SECRET, an API or an admin token"),
+                ]
+            ),
         ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi.get_openapi, methods=["GET"]),
         *guard([Route("/metrics", get_metrics, methods=["GET"])], metrics_token, "METRICS_TOKEN"),
     ]
+
+
+def unslashed(routes: list[BaseRoute]) -> Router:
+    """A router that answers 404 for a path with a stray slash: Starlette's redirect would
+    build its Location from the Host header the client sent."""
+    return Router(routes=routes, redirect_slashes=False)
 
 
 def guard(
@@ -174,14 +186,20 @@ def create_app(settings: Settings) -> Starlette:
             acquire_timeout=settings.db_acquire_timeout,
             pooled=pooled,
         )
-        changes = listener.Listener(session_dsn)
+        heard = listener.Listener(session_dsn)
         try:
             await migrate_over(session_dsn)
             await pool.execute("SELECT 1")  # DATABASE_URL answers too, or start fails, saying why
             async with (
-                remembering(settings, changes, metrics) as memo,
-                feed.running(pool, changes) as follower,
-                listener.running(changes),
+                remembering(settings, heard, metrics) as memo,
+                feed.running(pool, heard) as follower,
+                listener.running(heard),
+                hub.running(
+                    follower,
+                    functools.partial(changes.render_frame, ttl=settings.cache_ttl),
+                    settings.stream_limit,
+                    settings.stream_buffer,
+                ) as streams,
                 jira_parts(settings, pool, metrics, memo, watch) as parts,
                 subscribers.running(settings, follower, metrics) as deliveries,
             ):
@@ -195,24 +213,30 @@ def create_app(settings: Settings) -> Starlette:
                     poller=parts.poller,
                     reader=parts.reader,
                     feed=follower,
+                    hub=streams,
                     verified=watch[0],
                     health=watch[1],
                     deliveries=deliveries,
                     receiver=receiver(settings, pool, memo),
                 )
                 metrics.watch_feed(follower)
+                metrics.watch_hub(streams)
                 yield dict(state)
         finally:
             await pool.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes(settings),
         middleware=[
             Middleware(Access, metrics=metrics),
             Middleware(
-                BodyLimit, limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes)
+                BodyLimit,
+                limit=max(settings.max_body_bytes, settings.webhook_max_body_bytes),
+                timeout=settings.body_timeout,
             ),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # as unslashed(): never a Location from Host
+    return app

@@ -10,11 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
-from service.http.errors import ApiError
+from service.http.errors import ApiError, ErrorCode, IssueNotFound
 from service.http.responses import ShapedResponse
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.shapes import Encoded, Issue, shape_issue
+from service.shapes.links import IssueBatch, Link, LinkList, LinkResult
 from service.storage import links
 from service.sync.reads import JiraSlowError, Reader
 
@@ -27,9 +28,11 @@ def parse_keys(raw: str | None, limit: int) -> list[str]:
     """Read a comma-separated key list: valid, upper-cased, de-duplicated, in order."""
     parts = [part for part in (raw or "").split(",") if part.strip()]
     if not parts:
-        raise ApiError(400, "missing_keys", "query parameter keys=A-1,B-2 is required")
+        raise ApiError(400, ErrorCode.MISSING_KEYS, "query parameter keys=A-1,B-2 is required")
     if len(parts) > limit:
-        raise ApiError(400, "too_many_keys", f"{len(parts)} keys asked; at most {limit} at once")
+        raise ApiError(
+            400, ErrorCode.TOO_MANY_KEYS, f"{len(parts)} keys asked; at most {limit} at once"
+        )
     return list(dict.fromkeys(normalize_key(part) for part in parts))
 
 
@@ -41,7 +44,9 @@ def parse_max_age(raw: str | None) -> float | None:
     except ValueError:
         value = -1.0
     if not 0 <= value <= 10**9:
-        raise ApiError(400, "invalid_max_age", "max_age must be a number of seconds, 0 or more")
+        raise ApiError(
+            400, ErrorCode.INVALID_MAX_AGE, "max_age must be a number of seconds, 0 or more"
+        )
     return value
 
 
@@ -53,7 +58,7 @@ async def read(request: Request, keys: list[str]) -> dict[str, CachedIssue]:
     try:
         return await reader.read(keys, max_age)
     except JiraSlowError as exc:
-        raise ApiError(503, "jira_slow", str(exc), {"Retry-After": "5"}) from None
+        raise ApiError(503, ErrorCode.JIRA_SLOW, str(exc), {"Retry-After": "5"}) from None
 
 
 async def get_issue(request: Request) -> Response:
@@ -62,8 +67,8 @@ async def get_issue(request: Request) -> Response:
     if cached is not None:
         return Response(encode_issue_now(request, cached), media_type=JSON)
     if request.state.reader.refresher is None:
-        raise ApiError(404, "not_cached", f"issue {key} is not in the cache")
-    raise ApiError(404, "issue_not_found", f"Jira has no issue {key}, or hides it from us")
+        raise ApiError(404, ErrorCode.NOT_CACHED, f"issue {key} is not in the cache")
+    raise IssueNotFound(key)
 
 
 async def get_issues(request: Request) -> Response:
@@ -79,22 +84,16 @@ async def get_issues(request: Request) -> Response:
 async def get_links(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     found = await links.list_links(request.state.pool, project_id)
-    return ShapedResponse(
-        {
-            "project_id": project_id,
-            "links": [
-                {
-                    "key": link.key,
-                    "linked_at": render_time(link.linked_at),
-                    "state": "not_found" if link.missing and link.cached is None else None,
-                    "issue": None
-                    if link.cached is None
-                    else render_issue_now(request, link.cached),
-                }
-                for link in found
-            ],
-        }
-    )
+    shown = [
+        Link(
+            key=link.key,
+            linked_at=render_time(link.linked_at),
+            state="not_found" if link.missing and link.cached is None else None,
+            issue=None if link.cached is None else render_issue_now(request, link.cached),
+        )
+        for link in found
+    ]
+    return ShapedResponse(LinkList(project_id, shown))
 
 
 async def put_link(request: Request) -> Response:
@@ -102,13 +101,13 @@ async def put_link(request: Request) -> Response:
     key = normalize_key(request.path_params["key"])
     created = await links.link(request.state.pool, project_id, key)
     state, cached = await read_linked(request, key)
-    body = {
-        "project_id": project_id,
-        "key": key,
-        "created": created,
-        "state": state,
-        "issue": None if cached is None else render_issue_now(request, cached),
-    }
+    body = LinkResult(
+        project_id=project_id,
+        key=key,
+        created=created,
+        state=state,  # type: ignore[arg-type]  # a cached state, or pending
+        issue=None if cached is None else render_issue_now(request, cached),
+    )
     return ShapedResponse(body, status_code=201 if created else 200)
 
 
@@ -132,7 +131,7 @@ async def delete_link(request: Request) -> Response:
     project_id = check_project_id(request.path_params["project_id"])
     key = normalize_key(request.path_params["key"])
     if not await links.unlink(request.state.pool, project_id, key):
-        raise ApiError(404, "link_not_found", f"project {project_id} does not link {key}")
+        raise ApiError(404, ErrorCode.LINK_NOT_FOUND, f"project {project_id} does not link {key}")
     return Response(status_code=204)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.errors import BodyTooLarge, Unauthorized, render_error
+from service.http.errors import BodyTimeout, BodyTooLarge, Unauthorized, render_error
 
 
 def token_matches(presented: str, accepted: Iterable[str]) -> bool:
@@ -53,11 +54,13 @@ class Guard:
 
 
 class BodyLimit:
-    """Answer 413 for a body over the limit, declared up front or streamed."""
+    """Answer 413 for a body over the limit, declared up front or streamed, and 408 for one
+    that has not arrived within `timeout` seconds of the request's head."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,12 +72,20 @@ class BodyLimit:
         await self.app(scope, self._counting(receive), send)
 
     def _counting(self, receive: Receive) -> Receive:
-        seen = 0
+        seen, more = 0, True
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, more
+            if not more:  # the body is in: what comes now is a disconnect, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout) from None
             seen += len(message.get("body", b""))
+            more = message["type"] == "http.request" and message.get("more_body", False)
             if seen > self.limit:
                 raise self._too_large()
             return message

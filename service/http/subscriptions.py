@@ -3,59 +3,45 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
-from service.http.errors import INVALID_ID, ApiError
-from service.http.webhook import whole_number
-from service.model import check_project_id, normalize_key, render_time
+from service.http.bodies import decode, read_body
+from service.http.errors import ApiError, ErrorCode
+from service.http.params import whole_param
+from service.http.responses import ShapedResponse
+from service.model import check_project_id, normalize_key
+from service.shapes import changes as shapes
 from service.storage import changes, subscriptions
 from service.storage.changes import Filter
-from service.storage.subscriptions import Lag, Subscription
+from service.storage.subscriptions import Subscription
 from service.sync.subscribers import Deliveries
 
-FIELDS = ("key", "status", "summary", "assignee", "priority", "state")
-MAX_URL = 2048
+MAX_URL = shapes.MAX_URL
+MAX_BODY = 64 * 1024  # far above any valid request: a URL and 500 keys
+# The code of a 400 for a body member that does not fit its shape; others are invalid_body.
+BODY_CODES = {
+    "url": ErrorCode.INVALID_URL,
+    "project_id": ErrorCode.INVALID_PROJECT_ID,
+    "keys": ErrorCode.INVALID_KEY,
+}
 
 
 class SubscriptionNotFound(ApiError):
     def __init__(self, subscription_id: int) -> None:
         message = f"no subscription has the id {subscription_id}"
-        super().__init__(404, "subscription_not_found", message)
+        super().__init__(404, ErrorCode.SUBSCRIPTION_NOT_FOUND, message)
 
 
-def render(subscription: Subscription, lag: Lag | None = None) -> dict[str, Any]:
+def render(subscription: Subscription) -> shapes.Subscription:
     """A subscription as the API shows it: never its secret."""
-    shown: dict[str, Any] = {
-        "id": str(subscription.id),
-        "url": subscription.url,
-        "project_id": subscription.project_id,
-        "keys": subscription.keys,
-        "fields": subscription.fields,
-        "created_at": render_time(subscription.created_at),
-        "cursor": subscription.cursor.encode(),
-        "delivered": subscription.delivered,
-        "last_success_at": _time(subscription.last_success_at),
-        "last_error": subscription.last_error,
-        "last_error_at": _time(subscription.last_error_at),
-        "paused": subscription.paused_at is not None,
-        "paused_at": _time(subscription.paused_at),
-        "paused_reason": subscription.paused_reason,
-    }
-    if lag is not None:
-        shown["lag"] = {"entries": lag.entries, "seconds": round(lag.seconds, 3)}
-    return shown
-
-
-def _time(value: Any) -> str | None:
-    return None if value is None else render_time(value)
+    return shapes.Subscription(**shapes.shape_subscription(subscription))
 
 
 def check_url(url: Any, allowed: frozenset[str]) -> str:
@@ -63,7 +49,7 @@ def check_url(url: Any, allowed: frozenset[str]) -> str:
     if not isinstance(url, str) or len(url) > MAX_URL:
         raise ApiError(
             400,
-            "invalid_url",
+            ErrorCode.INVALID_URL,
             f"url must be an http:// or https:// URL of at most {MAX_URL} characters",
         )
     try:
@@ -73,77 +59,55 @@ def check_url(url: Any, allowed: frozenset[str]) -> str:
     except ValueError:
         host, parts = "", urlsplit("")
     if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
-        raise ApiError(400, "invalid_url", "url must be an http:// or https:// URL with a host")
+        raise ApiError(
+            400, ErrorCode.INVALID_URL, "url must be an http:// or https:// URL with a host"
+        )
     if not allowed:
         raise ApiError(
             400,
-            "host_not_allowed",
+            ErrorCode.HOST_NOT_ALLOWED,
             "no subscription can be created until the operator sets SUBSCRIPTION_ALLOWED_HOSTS",
         )
     if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowed):
-        raise ApiError(400, "host_not_allowed", f"{host!r} is not in SUBSCRIPTION_ALLOWED_HOSTS")
+        raise ApiError(
+            400, ErrorCode.HOST_NOT_ALLOWED, f"{host!r} is not in SUBSCRIPTION_ALLOWED_HOSTS"
+        )
     return url
 
 
 def parse_request(body: bytes, settings: Settings) -> tuple[str, Filter, list[str] | None]:
-    try:
-        asked = json.loads(body)
-    except ValueError:
-        asked = None
-    if not isinstance(asked, dict):
-        raise ApiError(400, "invalid_body", "the body must be a JSON object with a url")
-    unknown = set(asked) - {"url", "project_id", "keys", "fields"}
-    if unknown:
-        raise ApiError(400, "invalid_body", f"unknown members: {', '.join(sorted(unknown))}")
-    url = check_url(asked.get("url"), settings.subscription_allowed_hosts)
-    project_id = asked.get("project_id")
-    if project_id is not None:
-        project_id = check_project_id(_text(project_id, "project_id"))
-    return url, Filter(project_id, _keys(asked.get("keys"), settings)), _fields(asked.get("fields"))
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_body", f"{name} must be a string")
-    return value
-
-
-def _keys(value: Any, settings: Settings) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not 1 <= len(value) <= settings.max_batch_keys:
-        limit = settings.max_batch_keys
-        raise ApiError(400, "invalid_body", f"keys must be a list of 1 to {limit} issue keys")
-    return list(dict.fromkeys(normalize_key(_text(key, "each key")) for key in value))
-
-
-def _fields(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not set(value) <= set(FIELDS):
-        raise ApiError(400, "invalid_body", f"fields must be a list of some of {', '.join(FIELDS)}")
-    return list(dict.fromkeys(value))
+    asked = decode(body, shapes.SubscriptionRequest, BODY_CODES)
+    url = check_url(asked.url, settings.subscription_allowed_hosts)
+    project_id = None if asked.project_id is None else check_project_id(asked.project_id)
+    keys = None
+    if asked.keys is not None:
+        keys = list(dict.fromkeys(normalize_key(key) for key in asked.keys))
+    fields = None if asked.fields is None else list(dict.fromkeys(map(str, asked.fields)))
+    return url, Filter(project_id, keys), fields
 
 
 async def create_subscription(request: Request) -> Response:
-    url, only, fields = parse_request(await request.body(), request.state.settings)
+    url, only, fields = parse_request(await read_body(request, MAX_BODY), request.state.settings)
     pool = request.state.pool
     secret = secrets.token_urlsafe(32)
     start = await changes.current_cursor(pool)  # from now: what changes after creation
     subscription = await subscriptions.create(pool, url, secret, only, fields, start)
     _nudge(request)
-    return JSONResponse(render(subscription) | {"secret": secret}, status_code=201)
+    shown = shapes.NewSubscription(**shapes.shape_subscription(subscription), secret=secret)
+    return ShapedResponse(shown, status_code=201)
 
 
 async def list_subscriptions(request: Request) -> Response:
     found = await subscriptions.listed(request.state.pool)
-    return JSONResponse({"subscriptions": [render(subscription) for subscription in found]})
+    return ShapedResponse(shapes.Subscriptions([render(subscription) for subscription in found]))
 
 
 async def get_subscription(request: Request) -> Response:
     subscription = await _find(request)
     lag = await subscriptions.lag(request.state.pool, subscription)
-    return JSONResponse(render(subscription, lag))
+    shown = shapes.shape_subscription(subscription)
+    lagging = shapes.Lag(lag.entries, round(lag.seconds, 3))
+    return ShapedResponse(shapes.SubscriptionStatus(**shown, lag=lagging))
 
 
 async def delete_subscription(request: Request) -> Response:
@@ -159,7 +123,7 @@ async def resume_subscription(request: Request) -> Response:
     if subscription is None:
         raise SubscriptionNotFound(subscription_id)
     _nudge(request)
-    return JSONResponse(render(subscription))
+    return ShapedResponse(render(subscription))
 
 
 async def _find(request: Request) -> Subscription:
@@ -171,7 +135,7 @@ async def _find(request: Request) -> Subscription:
 
 
 def _id(request: Request) -> int:
-    return whole_number(request, "id", "", INVALID_ID, source="path")
+    return whole_param(request.path_params, "id", ErrorCode.INVALID_ID)
 
 
 def _nudge(request: Request) -> None:

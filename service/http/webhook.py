@@ -11,20 +11,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
+from service.http.bodies import read_body
 from service.http.errors import (
-    INVALID_CURSOR,
-    INVALID_ID,
-    INVALID_LIMIT,
     ApiError,
-    BodyTooLarge,
     DeadLetterNotFound,
-    InvalidNumber,
+    ErrorCode,
     UnusablePayload,
     WebhooksDisabled,
 )
+from service.http.params import whole_param
 from service.http.responses import ShapedResponse
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
+from service.shapes.probes import WebhookOutcome
 from service.storage import webhooks
 from service.sync.webhook import (
     Outcome,
@@ -60,7 +59,7 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
     receiver: Receiver | None = request.state.receiver
     if receiver is None:
         raise WebhooksDisabled()
-    body = await read_body(request, settings.webhook_max_body_bytes)
+    body = await read_body(request, settings.webhook_max_body_bytes, "webhook body")
     headers = request.headers
     received = Received(
         body,
@@ -71,27 +70,20 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
     try:
         return await receiver.handle(received)
     except SignatureError as exc:
-        raise ApiError(401, exc.code, str(exc)) from None
+        raise ApiError(401, ErrorCode(exc.code), str(exc)) from None
     except UnusablePayloadError as exc:
         request.state.metrics.dead_letters.inc()
         raise UnusablePayload(str(exc)) from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge("webhook body", limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def list_dead_letters(request: Request) -> Response:
     """The newest letters first, bodies cut short, a page within PAGE_BYTES; `next` pages on."""
-    limit = whole_number(request, "limit", "50", INVALID_LIMIT, MAX_LIMIT)
-    before = request.query_params.get("before")
-    cursor = None if before is None else whole_number(request, "before", "", INVALID_CURSOR)
+    query = request.query_params
+    limit = whole_param(query, "limit", ErrorCode.INVALID_LIMIT, default=50, high=MAX_LIMIT)
+    before = query.get("before")
+    cursor = None if before is None else whole_param(query, "before", ErrorCode.INVALID_CURSOR)
     letters = await webhooks.list_dead_letters(request.state.pool, limit + 1, cursor)
     page: list[DeadLetter] = []
     size = 0
@@ -106,27 +98,11 @@ async def list_dead_letters(request: Request) -> Response:
 
 async def get_dead_letter(request: Request) -> Response:
     """One letter with its whole body."""
-    letter_id = whole_number(request, "id", "", INVALID_ID, source="path")
+    letter_id = whole_param(request.path_params, "id", ErrorCode.INVALID_ID)
     letter = await webhooks.get_dead_letter(request.state.pool, letter_id)
     if letter is None:
         raise DeadLetterNotFound(letter_id)
     return ShapedResponse(shape_letter(letter))
-
-
-def whole_number(
-    request: Request,
-    name: str,
-    default: str,
-    code: str,
-    high: int | None = None,
-    source: str = "query",
-) -> int:
-    params = request.path_params if source == "path" else request.query_params
-    text = str(params.get(name, default))
-    # Not str.isdigit(), which admits "²", nor a length that int() or bigint refuses.
-    if not re.fullmatch("[0-9]{1,18}", text) or int(text) < 1 or (high and int(text) > high):
-        raise InvalidNumber(code, name, 1, high)
-    return int(text)
 
 
 # Jira cannot send our tokens: the receiver proves each delivery by the webhook's own secret.

@@ -10,8 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
-from service.config import ConfigError
-
 log = logging.getLogger(__name__)
 
 # What a lost, refused or crashed PostgreSQL connection looks like from asyncpg and the OS.

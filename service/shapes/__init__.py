@@ -18,7 +18,6 @@ from service.model import (
     render_time,
 )
 from service.storage import webhooks
-from service.storage.changes import Change
 from service.sync import refresh
 
 # A time as render_time writes it (UTC, milliseconds, `Z`): a string, since msgspec would
@@ -244,21 +243,9 @@ def shape_letter(letter: webhooks.DeadLetter) -> DeadLetter:
     )
 
 
-def schemas(ref_template: str) -> dict[str, dict[str, Any]]:
+def schemas(
+    ref_template: str, documented: tuple[type[Shape], ...] = DOCUMENTED
+) -> dict[str, dict[str, Any]]:
     """The JSON schemas of the documented shapes and of those they hold, by name."""
-    _, components = msgspec.json.schema_components(DOCUMENTED, ref_template=ref_template)
+    _, components = msgspec.json.schema_components(documented, ref_template=ref_template)
     return components
-
-
-def render_change(change: Change, ttl: float, now: datetime) -> dict[str, Any]:
-    """One entry of the change log as /changes, the stream and subscribers send it."""
-    issue = change.cached.issue
-    return {
-        "cursor": change.cursor.encode(),
-        "issue_id": str(issue.id),
-        "key": issue.key,
-        "at": render_time(change.at),
-        "source": change.source,
-        "fields": change.fields,
-        "issue": msgspec.to_builtins(shape_issue(change.cached, ttl, now)),
-    }
