@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # read only: importing them here would make metrics import th
     from service.jira.client import JiraClient
     from service.sync.feed import Feed
     from service.sync.health import WebhookHealth
+    from service.sync.hub import Hub
     from service.sync.memo import Memo
 
 _BREAKER_STATES = ("closed", "open", "half_open")

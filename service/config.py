@@ -344,6 +344,7 @@ class Settings:
                 "required when DATABASE_POOLER=transaction: LISTEN and the migrations' lock "
                 "need PostgreSQL itself, not the pooler",
             )
+
     stream_limit: int = setting(
         "STREAM_LIMIT", 500, whole(1, 100_000), "change streams one process serves at once"
     )

@@ -14,7 +14,6 @@ import sys
 from typing import Any, TextIO
 
 from service.cli import common
-from service.cli import commands
 from service.cli.display import printable
 from service.config import Settings
 from service.model import render_time

@@ -22,9 +22,9 @@ from service.cli.common import (
     project_id,
     run,
 )
+from service.cli.display import printable
 from service.cli.sync import check_sync
 from service.cli.webhook import check_webhook
-from service.cli.display import printable
 from service.config import ConfigError, Settings
 from service.jira import client as jira
 from service.shapes import shape_letter, shape_report

@@ -15,7 +15,7 @@ from service.http.responses import ShapedResponse
 from service.jira.client import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.shapes import Encoded, Issue, shape_issue
-from service.shapes.links import IssueBatch, Link, LinkList, LinkResult
+from service.shapes.links import Link, LinkList, LinkResult
 from service.storage import links
 from service.sync.reads import JiraSlowError, Reader
 

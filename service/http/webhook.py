@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import get_args
 
 import msgspec
@@ -23,7 +22,6 @@ from service.http.params import whole_param
 from service.http.responses import ShapedResponse
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
-from service.shapes.probes import WebhookOutcome
 from service.storage import webhooks
 from service.sync.webhook import (
     Outcome,
@@ -74,8 +72,6 @@ async def _receive(request: Request) -> tuple[str, Outcome]:
     except UnusablePayloadError as exc:
         request.state.metrics.dead_letters.inc()
         raise UnusablePayload(str(exc)) from None
-
-
 
 
 async def list_dead_letters(request: Request) -> Response:
