@@ -3,17 +3,47 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8000
 SIM_PORT ?= 8900
+# The Quick start's simulated Jira: its credentials, which `make run` and `make env` share.
+SIM_EMAIL := dev@example.com
+SIM_TOKEN := dev-token
+SIM_SECRET := dev-secret
+SIM_ENV = JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_FLAVOR=cloud JIRA_EMAIL=$(SIM_EMAIL) \
+	JIRA_API_TOKEN=$(SIM_TOKEN) JIRA_WEBHOOK_SECRET=$(SIM_SECRET) PORT=$(PORT)
 
-.PHONY: install test test-pg15 wheel-check run demo bench lint format clean
+# The suites of every feature that touches PostgreSQL, run through PgBouncer by test-pgbouncer.
+PGBOUNCER_TESTS ?= tests/test_pgbouncer.py tests/test_webhook.py tests/test_memo.py \
+	tests/test_sync.py tests/test_poller.py tests/test_tracking.py tests/test_changes.py \
+	tests/test_subscriptions.py tests/test_migrate.py
+
+.PHONY: install lock test test-pg15 test-pgbouncer test-failover wheel-check alerts-check run env \
+	serve demo bench lint format clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The development and test environment, exactly as locked (requirements/dev.lock, hashes
+# checked: the service's dependencies plus the dev, embedded and bench extras), then the
+# project itself, editable, with no dependency of its own choosing.
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Re-resolve the locks after a change to pyproject.toml's dependencies (needs PyPI): the
+# development lock, and the image's lock (the runtime dependencies alone) within it, both
+# for Python 3.11 on linux x86_64.
+UV_VERSION := 0.13.9
+LOCK_FOR := --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--custom-compile-command "make lock" --quiet
+lock: install
+	$(BIN)/pip install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra embedded --extra bench $(LOCK_FOR) \
+		--output-file requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml --constraint requirements/dev.lock $(LOCK_FOR) \
+		--output-file requirements/service.lock
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -23,30 +53,56 @@ test: install
 wheel-check:
 	.ci/wheel-check
 
-# With JIRA_BASE_URL unset, `make run` serves against a local Jira simulator so that
-# it works on a fresh machine; set the JIRA_* variables to cache your own Jira.
-# The same suite against a throwaway PostgreSQL 15 server (needs postgresql-15 installed).
+# The shipped alerts: promtool's rule check and the alerts' unit tests (each fires and
+# resolves). promtool comes with Debian's `prometheus` package (.ci/run installs it).
+alerts-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+
+# The same suite against a throwaway PostgreSQL 15 server (installs postgresql-15 when missing).
 test-pg15: install
 	.ci/with-postgres15 $(BIN)/pytest $(PYTEST_ARGS)
 
+# Those suites with the app's DATABASE_URL through a real PgBouncer in transaction mode, the
+# listeners direct (DATABASE_LISTEN_URL); needs pgbouncer installed (.ci/run installs it).
+test-pgbouncer: install
+	TEST_PGBOUNCER=1 $(BIN)/pytest $(PGBOUNCER_TESTS) $(PYTEST_ARGS)
+
+# A primary and a streaming standby from the embedded binaries; the primary SIGKILLed under
+# load, the standby promoted (tests/test_failover.py; also part of `make test`).
+test-failover: install
+	$(BIN)/pytest -m failover -s tests/test_failover.py $(PYTEST_ARGS)
+
+# The Quick start stack: the cache on PORT against a local Jira simulator on SIM_PORT, always
+# (JIRA_* variables in your environment are not used: `make serve` caches your own Jira).
+# `make env` prints the variables that point the CLI at this stack.
 run: install
-	@if [ -n "$$JIRA_BASE_URL" ]; then exec $(BIN)/jira-status-cache serve; fi; \
-	echo "JIRA_BASE_URL is not set: serving against a local Jira simulator (SIM_PORT=$(SIM_PORT))."; \
-	echo "Set JIRA_BASE_URL and JIRA_EMAIL + JIRA_API_TOKEN (or JIRA_PAT) to cache your Jira."; \
-	echo "The cache: http://$${HOST:-127.0.0.1}:$${PORT:-8000}  (e.g. GET /api/v1/issues/ALPHA-1)"; \
-	$(BIN)/jira-status-cache simulate --port $(SIM_PORT) --email dev@example.com --token dev-token \
-		--webhook-url http://127.0.0.1:$${PORT:-8000}/api/v1/webhooks/jira --webhook-secret dev-secret & \
+	@if [ -n "$$JIRA_BASE_URL" ]; then \
+	  echo "make run serves against the local simulator; JIRA_BASE_URL=$$JIRA_BASE_URL is not used (make serve uses it)."; fi
+	@echo "The cache: http://$${HOST:-127.0.0.1}:$(PORT)  (e.g. GET /api/v1/issues/ALPHA-3)"
+	@echo 'The CLI against it: eval "$$(make -s env)", then e.g. jira-status-cache check'
+	@$(BIN)/jira-status-cache simulate --port $(SIM_PORT) --email $(SIM_EMAIL) --token $(SIM_TOKEN) \
+		--webhook-url http://127.0.0.1:$(PORT)/api/v1/webhooks/jira --webhook-secret $(SIM_SECRET) & \
 	sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
-	JIRA_BASE_URL=http://127.0.0.1:$(SIM_PORT) JIRA_EMAIL=dev@example.com JIRA_API_TOKEN=dev-token \
-	JIRA_WEBHOOK_SECRET=dev-secret $(BIN)/jira-status-cache serve
+	$(SIM_ENV) $(BIN)/jira-status-cache serve
+
+# The variables that point the CLI (and curl) at `make run`'s stack: eval "$(make -s env)".
+env:
+	@echo 'export PATH="$(abspath $(BIN)):$$PATH"'
+	@for pair in $(SIM_ENV); do echo "export $$pair"; done
+
+# The cache against your own Jira: set JIRA_BASE_URL and JIRA_EMAIL + JIRA_API_TOKEN (or
+# JIRA_PAT), and any other setting of README.md's Configuration, in the environment.
+serve: install
+	@test -n "$$JIRA_BASE_URL" || { echo "make serve: set JIRA_BASE_URL (and its credentials) first; make run serves a simulated Jira" >&2; exit 2; }
+	$(BIN)/jira-status-cache serve
 
 # Needs no configuration: its own PostgreSQL under .data/demo, a simulated Jira and team.
 demo: install
-	$(BIN)/jira-status-cache demo $(DEMO_ARGS)
+	$(BIN)/jira-status-cache demo --port $(PORT) $(DEMO_ARGS)
 
 # The benchmark suite (bench/README.md): `make bench`, or `make bench ARGS=--quick`.
 bench: install
-	test -x $(BIN)/py-spy || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 lint: install

@@ -23,6 +23,7 @@ ISSUE = {
     "priority": "High",
     "jira_updated_at": "2026-11-26T11:00:00.123Z",
     "fetched_at": "2026-11-26T11:00:01.002Z",
+    "verified_at": "2026-11-26T11:00:01.002Z",
     "age_seconds": 12.4,
     "stale": False,
     "source": "webhook",

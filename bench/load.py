@@ -204,24 +204,31 @@ def summary(tally: Tally, start: float, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def warm_pass(spec: dict[str, Any], requests: list[bytes]) -> dict[str, Any]:
-    """Send the first `warm_pass` requests once each, untimed, so that caches start warm."""
+    """Send the first `warm_pass` requests once each, untimed, so that caches start warm;
+    `warm_rounds` times, each on new connections (several workers each get their share)."""
     count = min(int(spec.get("warm_pass", 0)), len(requests))
     if not count:
         return {"requests": 0}
+    rounds = int(spec.get("warm_rounds", 1))
+    start = time.perf_counter()
+    for _ in range(rounds):
+        await _warm_once(spec, requests, count)
+    elapsed = time.perf_counter() - start
+    return {"requests": count * rounds, "throughput": round(count * rounds / elapsed, 1)}
+
+
+async def _warm_once(spec: dict[str, Any], requests: list[bytes], count: int) -> None:
     clients = await connect(spec["port"], spec["connections"])
     cursor = iter(range(count))
-    start = time.perf_counter()
 
     async def worker(client: Client) -> None:
         for index in cursor:
             await client.send(requests[index])
 
     await asyncio.gather(*(worker(client) for client in clients))
-    elapsed = time.perf_counter() - start
     for client in clients:
         if client.transport is not None:
             client.transport.close()
-    return {"requests": count, "throughput": round(count / elapsed, 1)}
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class Plan:
     quiet_limit: float  # seconds a load run waits for the rest of the machine to go quiet
     retry_crowded: bool  # runs with a target go once more when other work crowded them
     feed_seconds: float  # of webhooks at 200/s, each timed to its SSE event and receipt
+    streams: int  # SSE streams open in the streams scenario
     # The sync scenario, on a time scale compressed 60 times (a TTL of 60 s stands for 1 hour).
     sync_issues: int  # tracked, cached and in each simulator, spread over 20 projects
     sync_change_every: float  # seconds between changes in Jira
@@ -44,6 +45,7 @@ FULL = Plan(
     quiet_limit=5.0,
     retry_crowded=True,
     feed_seconds=10.0,
+    streams=1000,
     sync_issues=100_000,
     sync_change_every=0.01,
     sync_measure=60.0,
@@ -63,6 +65,7 @@ QUICK = Plan(
     quiet_limit=1.0,
     retry_crowded=False,
     feed_seconds=3.0,
+    streams=200,
     sync_issues=10_000,
     sync_change_every=0.01,
     sync_measure=30.0,

@@ -13,12 +13,27 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, fanout, feed, freshness, profile, reads, refresh, runs, scale, sync, webhooks
+from bench import (
+    db,
+    fanout,
+    feed,
+    freshness,
+    postgres,
+    profile,
+    reads,
+    refresh,
+    runs,
+    scale,
+    streams,
+    sync,
+    webhooks,
+    workers,
+)
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
 from bench.world import World, open_world
-from service.storage.pool import start_embedded
+from service.storage.embedded import start_embedded
 
 HERE = Path(__file__).resolve().parent
 Scenario = Callable[[World, Results], Awaitable[None]]
@@ -30,9 +45,11 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "freshness": freshness.run,
     "webhooks": webhooks.run,
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
-    "fanout": fanout.run,  # later still; it closes the API while its clients exist
+    "workers": workers.run,  # later still
+    "streams": streams.run,  # later still
+    "fanout": fanout.run,  # last: it closes the API while its clients exist
 }
-NAMES = (*WORLD_SCENARIOS, "scale", "sync")
+NAMES = (*WORLD_SCENARIOS, "scale", "sync", "postgres")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +92,9 @@ async def run(plan: Plan, only: set[str], results: Results) -> None:
         if "sync" in only:
             print("sync:", flush=True)
             await sync.run(plan, dsn, results)
+        if "postgres" in only:
+            print("postgres:", flush=True)
+            await postgres.run(plan, dsn, results)
     finally:
         await db.drop_databases(dsn)
 

@@ -78,8 +78,10 @@ async def open_world(plan: Plan, admin_dsn: str) -> AsyncIterator[World]:
         # 10 requests in flight cover 100 ms x 100/s; JIRA_MAX_RPS keeps us under the limit.
         JIRA_MAX_CONCURRENCY="16",
         JIRA_MAX_RPS="100",
-        SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1:*",  # the feed and fan-out scenarios' receivers
+        # the feed and fan-out scenarios' receivers
+        SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1:*",
         CLIENTS_RELOAD="0.5",  # the fan-out scenario's clients, loaded soon after they are made
+        STREAM_LIMIT="2000",  # the streams scenario opens 1,000
     )
     started: list[procs.Proc] = []
     try:

@@ -181,8 +181,6 @@ def footer(rows: list[Row], view: View, sim: Simulator, healed: list[Healed]) ->
         ),
         f"! {behind} behind Jira: their webhook was lost; a sync or a poll heals them",
     ]
-    if view.sync_interval:
-        lines.insert(3, f"a sync every {view.sync_interval:g}s asks Jira what changed")
     if healed:
         last = healed[-1]
         lines.append(

@@ -19,7 +19,7 @@ import uvicorn
 from jira_simulator import ENGLISH_CATEGORIES, SimOptions, Simulator
 from service.config import JiraSettings, Settings
 from service.http.app import WEBHOOK_PATH, create_app
-from service.storage.pool import start_embedded
+from service.storage.embedded import start_embedded
 
 from .board import Board, View
 from .team import Team

@@ -18,27 +18,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simulate", description="Run a fake Jira site.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8900)
-    parser.add_argument("--issues", type=int, default=200, help="issues to seed")
-    parser.add_argument("--projects", default="ALPHA,BETA,GAMMA", help="comma-separated keys")
-    parser.add_argument("--flavor", choices=("cloud", "dc"), default="cloud")
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--rate-limit", type=float, default=0.0, help="requests/s, 0 = off")
-    parser.add_argument("--burst", type=int, default=20)
-    parser.add_argument("--retry-after", type=float, help="fixed Retry-After seconds on 429")
-    parser.add_argument("--omit-retry-after", action="store_true")
-    parser.add_argument("--webhook-url")
-    parser.add_argument("--webhook-secret")
-    parser.add_argument("--webhook-secret-in-query", action="store_true", help="DC-style ?secret=")
-    parser.add_argument("--email")
-    parser.add_argument("--token")
-    parser.add_argument("--pat")
-    parser.add_argument("--timezone", default="America/Chicago")
-    parser.add_argument("--english", action="store_true", help="English category names")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--search-lag", type=float, default=0.0, help="index lag, seconds")
+    parser = argparse.ArgumentParser(
+        prog="jira-status-cache simulate",
+        description="Run a fake Jira site (Cloud or Data Center) with seeded issues, its REST "
+        "routes and JSON admin routes under /_sim (README.md, The Jira simulator).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  jira-status-cache simulate --port 8900 --email dev@example.com "
+        "--token dev-token \\\n    --webhook-url http://127.0.0.1:8000/api/v1/webhooks/jira "
+        "--webhook-secret dev-secret",
+    )
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    add("--port", type=int, default=8900, help="port to listen on (default: %(default)s)")
+    add("--issues", type=int, default=200, help="issues to seed (default: %(default)s)")
+    add("--projects", default="ALPHA,BETA,GAMMA", help="comma-separated project keys to seed")
+    add("--flavor", choices=("cloud", "dc"), default="cloud", help="Jira Cloud or Data Center")
+    add("--latency-ms", type=float, default=0.0, help="added to every answer, in ms")
+    add("--rate-limit", type=float, default=0.0, help="requests/s before 429s; 0: no limit")
+    add("--burst", type=int, default=20, help="requests allowed at once above the rate")
+    add("--retry-after", type=float, help="a fixed Retry-After (seconds) on 429 answers")
+    add("--omit-retry-after", action="store_true", help="answer 429 without Retry-After")
+    add("--webhook-url", help="where to deliver webhooks (as one webhook configured in Jira)")
+    add("--webhook-secret", help="signs each delivery (X-Hub-Signature)")
+    add("--webhook-secret-in-query", action="store_true", help="DC-style ?secret= in the URL")
+    add("--email", help="Cloud Basic auth: the account email the simulator accepts")
+    add("--token", help="Cloud Basic auth: the API token it accepts")
+    add("--pat", help="Data Center: the personal access token it accepts")
+    add("--timezone", default="America/Chicago", help="the site's zone (JQL's relative dates)")
+    add("--english", action="store_true", help="English status category names (not German)")
+    add("--seed", type=int, default=0, help="random seed of the seeded issues")
+    add("--search-lag", type=float, default=0.0, help="seconds a change takes to be searchable")
     return parser
 
 
@@ -75,12 +84,12 @@ async def _serve(
         loop.add_signal_handler(number, stop.set)
     url = await simulator.start(host, port)
     print(f"Jira simulator ({options.flavor}) serving {issues} issues at {url}", flush=True)
-    print(welcome(url, keys), flush=True)
+    print(welcome(url, keys, simulator), flush=True)
     await stop.wait()
     await simulator.stop()
 
 
-def welcome(url: str, keys: list[str]) -> str:
+def welcome(url: str, keys: list[str], simulator: Simulator) -> str:
     """Keys a newcomer can ask for, and how to change one (the README lists every route)."""
     if not keys:
         return f"  no issues yet: POST {url}/_sim/seed makes some (README: The Jira simulator)"
@@ -92,8 +101,14 @@ def welcome(url: str, keys: list[str]) -> str:
         [
             f"  keys: {ranges}",
             "  change an issue (its webhook reaches the cache at once):",
-            f"    curl -s -X POST {url}/_sim/issues/{keys[0]}/transition \\",
+            f"    curl -s -X POST {url}/_sim/issues/{to_do(simulator, keys)}/transition \\",
             "      -H 'Content-Type: application/json' -d '{\"status\": \"Done\"}'",
             f"  more admin routes under {url}/_sim/ (README: The Jira simulator)",
         ]
     )
+
+
+def to_do(simulator: Simulator, keys: list[str]) -> str:
+    """The first key still to do, so that moving it to Done shows a change."""
+    issues = {issue.key: issue for issue in simulator.site.issues.values()}
+    return next((key for key in keys if issues[key].status.category == "new"), keys[0])

@@ -97,6 +97,11 @@ class Deliverer:
                 self._launch(self._deliver(delivery))
         return deliveries
 
+    @property
+    def held(self) -> list[Delivery]:
+        """Deliveries kept back by the reorder switch until released, oldest first."""
+        return list(self._held)
+
     def release(self) -> None:
         """Deliver held webhooks newest first, one after another."""
         held, self._held = self._held, []

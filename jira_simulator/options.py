@@ -19,8 +19,17 @@ GERMAN_CATEGORIES: dict[str, str] = {
     "done": "Fertig",
 }
 
+# What a webhook set up as the cache asks for registers (service.jira.webhooks.EVENTS), so that
+# `check` passes against the webhook configured with --webhook-url; only some are ever sent.
 ISSUE_EVENTS: frozenset[str] = frozenset(
-    {"jira:issue_created", "jira:issue_updated", "jira:issue_deleted", "comment_created"}
+    {
+        "jira:issue_created",
+        "jira:issue_updated",
+        "jira:issue_deleted",
+        "comment_created",
+        "comment_updated",
+        "comment_deleted",
+    }
 )
 
 

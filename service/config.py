@@ -266,7 +266,7 @@ class Settings:
         "WEBHOOK_DEDUPE_DAYS", 7.0, real(0.01, 365), "days delivery ids are kept for dedupe"
     )
     poll_interval: float = setting(
-        "JIRA_POLL_INTERVAL", 60.0, real(0, DAY), "seconds between polls; 0: no scheduler"
+        "JIRA_POLL_INTERVAL", 60.0, real(0, DAY), "seconds between polls; 0: no poll"
     )
     poll_batch_size: int = setting(
         "JIRA_POLL_BATCH_SIZE", 1000, whole(1, 10000), "keys claimed per lease"
@@ -374,6 +374,45 @@ class Settings:
     subscription_secret_overlap: float = setting(
         "SUBSCRIPTION_SECRET_OVERLAP", 86400.0, real(0, YEAR), "seconds an old secret still signs"
     )
+    database_listen_url: str | None = setting(
+        "DATABASE_LISTEN_URL",
+        None,
+        text,
+        "direct DSN for LISTEN and the migrations' lock; unset: DATABASE_URL",
+        secret=True,
+    )
+    database_pooler: Literal["none", "transaction"] = setting(
+        "DATABASE_POOLER",
+        "none",
+        choice("none", "transaction"),
+        "transaction: DATABASE_URL goes through a transaction pooler (PgBouncer)",
+    )
+    database_pool_size: int = setting(
+        "DATABASE_POOL_SIZE", 10, whole(1, 1000), "connections each process may open"
+    )
+
+    def __post_init__(self) -> None:
+        if self.database_pooler == "transaction" and not self.database_listen_url:
+            # LISTEN through a transaction pooler lands on a server connection other clients
+            # then use: the memo would never hear a change, and serve stale reads.
+            raise ConfigError(
+                "DATABASE_LISTEN_URL",
+                "required when DATABASE_POOLER=transaction: LISTEN and the migrations' lock "
+                "need PostgreSQL itself, not the pooler",
+            )
+
+    stream_limit: int = setting(
+        "STREAM_LIMIT", 500, whole(1, 100_000), "change streams one process serves at once"
+    )
+    stream_buffer: int = setting(
+        "STREAM_BUFFER", 1000, whole(1, 1_000_000), "entries queued for a slow stream; then dropped"
+    )
+    header_timeout: float = setting(
+        "HEADER_TIMEOUT", 10.0, real(0.1, 600), "seconds a client has to send a request's headers"
+    )
+    body_timeout: float = setting(
+        "BODY_TIMEOUT", 30.0, real(0.1, 3600), "seconds a client has to send a request's body"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -419,11 +458,11 @@ class Settings:
         return found
 
 
-def variables() -> list[Variable]:
-    """Every variable the service reads, in the order of the README's table."""
+def variables(of: type = Settings) -> list[Variable]:
+    """Every variable the service (or a part of its settings) reads, in the README's order."""
     return [
         Variable(spec.metadata["env"], spec.metadata["help"], _shown(spec.default))
-        for spec in _specs(Settings)
+        for spec in _specs(of)
     ]
 
 

@@ -4,42 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import asyncpg
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-from starlette.responses import Response
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
-from service.jira.client import JiraClient
-from service.sync.feed import Feed
-from service.sync.health import WebhookHealth
-from service.sync.memo import Memo
+from service.collectors import (
+    FeedCollector,
+    HealthCollector,
+    HubCollector,
+    JiraCollector,
+    MemoCollector,
+)
+from service.storage import gauges
+from service.storage.pool import UNREACHABLE, DatabaseUnavailableError
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_BREAKER_STATES = ("closed", "open", "half_open")
+if TYPE_CHECKING:  # the collectors read them; importing them would make metrics import sync
+    from service.jira.client import JiraClient
+    from service.sync.feed import Feed
+    from service.sync.health import WebhookHealth
+    from service.sync.hub import Hub
+    from service.sync.memo import Memo
+
+# The process (CPU, memory, open files), the interpreter and its garbage collector, as
+# prometheus_client exports them by default.
+_RUNTIME = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+_DATABASE_DOWN: tuple[type[BaseException], ...] = (*UNREACHABLE, DatabaseUnavailableError)
 
 # Aggregates over the tracked set and the cache: 110 ms at 500,000 rows (measured), so
 # they are read at most once per SNAPSHOT_SECONDS, by one scrape at a time.
 SNAPSHOT_SECONDS = 5.0
-_CACHE_QUERY = """
-SELECT (SELECT count(*) FROM tracked) AS tracked,
-       (SELECT count(*) FROM tracked WHERE next_due_at <= now()) AS due,
-       (SELECT count(*) FROM issues
-         WHERE fetched_at < now() - make_interval(secs => $1)) AS stale,
-       (SELECT coalesce(extract(epoch FROM now() - min(fetched_at)), 0)
-          FROM issues WHERE state = 'ok') AS oldest,
-       (SELECT count(*) FROM dead_letters) AS dead_letters,
-       (SELECT count(*) FROM subscriptions WHERE paused_at IS NULL) AS active,
-       (SELECT count(*) FROM subscriptions WHERE paused_at IS NOT NULL) AS paused
-"""
-
-_SYNC_QUERY = """
-SELECT project, error IS NOT NULL AS failing,
-       coalesce(extract(epoch FROM now() - verified_at), -1) AS lag
-  FROM sync_projects
-"""
 
 
 class Metrics:
@@ -51,6 +54,8 @@ class Metrics:
         self._sampled_at: float | None = None
         self.registry = CollectorRegistry()
         r = self.registry
+        for collector in _RUNTIME:
+            r.register(collector)
         self.webhooks = Counter(
             "jsc_webhooks",
             "Webhook deliveries by event and outcome",
@@ -101,6 +106,15 @@ class Metrics:
         self.change_events = Counter(
             "jsc_change_stream_events", "Change entries sent on streams", registry=r
         )
+        self.streams_refused = Counter(
+            "jsc_change_streams_refused", "Streams refused at STREAM_LIMIT", registry=r
+        )
+        self.abandoned = Counter(
+            "jsc_http_abandoned",
+            "Requests whose client went away or was too slow, by what was left",
+            ["reason"],
+            registry=r,
+        )
         self.sync_rounds = Counter(
             "jsc_sync_rounds", "Changed-since sync rounds by result", ["result"], registry=r
         )
@@ -132,6 +146,14 @@ class Metrics:
         self.subscriptions = Gauge(
             "jsc_subscriptions", "Subscriptions by state", ["state"], registry=r
         )
+        self.subscription_failing = Gauge(
+            "jsc_subscription_failing_seconds",
+            "How long the longest-failing active subscription has failed (0: none)",
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "jsc_database_up", "1 when the last scrape could read PostgreSQL", registry=r
+        )
 
     def watch_jira(self, client: JiraClient) -> None:
         self.registry.register(JiraCollector(client))
@@ -142,132 +164,44 @@ class Metrics:
     def watch_feed(self, feed: Feed) -> None:
         self.registry.register(FeedCollector(feed))
 
+    def watch_hub(self, hub: Hub) -> None:
+        self.registry.register(HubCollector(hub))
+
     async def sample(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read the gauges that live in PostgreSQL and the pool, just before a scrape."""
-        async with self._sampling:
-            at = self._sampled_at
-            if at is None or self.clock() - at >= SNAPSHOT_SECONDS:
-                await self._sample_cache(pool, ttl)
-                self._sampled_at = self.clock()
         self.pool_size.set(pool.get_size())
         self.pool_in_use.set(pool.get_size() - pool.get_idle_size())
+        async with self._sampling:
+            at = self._sampled_at
+            if at is not None and self.clock() - at < SNAPSHOT_SECONDS:
+                return
+            try:
+                await self._sample_cache(pool, ttl)
+            except _DATABASE_DOWN:
+                self.database_up.set(0)  # the other gauges keep their last values
+                return
+            self.database_up.set(1)
+            self._sampled_at = self.clock()
 
     async def _sample_cache(self, pool: asyncpg.Pool, ttl: float) -> None:
-        row = await pool.fetchrow(_CACHE_QUERY, ttl)
-        if row is not None:
-            self.tracked.set(row["tracked"])
-            self.due.set(row["due"])
-            self.stale.set(row["stale"])
-            self.oldest.set(float(row["oldest"]))
-            self.letters_held.set(row["dead_letters"])
-            self.subscriptions.labels("active").set(row["active"])
-            self.subscriptions.labels("paused").set(row["paused"])
+        found = await gauges.cache_gauges(pool, ttl)
+        self.tracked.set(found.tracked)
+        self.due.set(found.due)
+        self.stale.set(found.stale)
+        self.oldest.set(found.oldest)
+        self.letters_held.set(found.dead_letters)
+        self.subscriptions.labels("active").set(found.active)
+        self.subscriptions.labels("paused").set(found.paused)
+        self.subscription_failing.set(found.failing)
         await self.sample_sync(pool)
 
     def watch_health(self, health: WebhookHealth) -> None:
         self.registry.register(HealthCollector(health))
 
     async def sample_sync(self, pool: asyncpg.Pool) -> None:
+        marks = await gauges.sync_gauges(pool)
         self.sync_lag.clear()
         self.sync_failing.clear()
-        for row in await pool.fetch(_SYNC_QUERY):
-            self.sync_lag.labels(row["project"]).set(float(row["lag"]))
-            self.sync_failing.labels(row["project"]).set(1.0 if row["failing"] else 0.0)
-
-
-class HealthCollector(Collector):
-    """Changes of the last hour by who saw them first, and the missed webhooks among them."""
-
-    def __init__(self, health: WebhookHealth) -> None:
-        self.health = health
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        verdict = self.health.verdict
-        changes = GaugeMetricFamily(
-            "jsc_changes_last_hour", "Changes by who saw them first", labels=["first_seen_by"]
-        )
-        for source in ("webhook", "sync", "poll", "refresh"):
-            changes.add_metric([source], float(verdict.changes.get(source, 0)))
-        yield changes
-        yield GaugeMetricFamily(
-            "jsc_webhooks_missed_last_hour",
-            "Changes found by sync or poll later than WEBHOOK_GRACE",
-            float(verdict.missed),
-        )
-        state = GaugeMetricFamily(
-            "jsc_webhooks_state", "1 for the webhook health", labels=["state"]
-        )
-        for name in ("ok", "missing", "silent", "unconfigured", "unknown"):
-            state.add_metric([name], 1.0 if verdict.state == name else 0.0)
-        yield state
-
-
-class JiraCollector(Collector):
-    """The Jira client's own counters, read at scrape time so the client stays plain."""
-
-    def __init__(self, client: JiraClient) -> None:
-        self.client = client
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        stats = self.client.stats
-        requests = CounterMetricFamily(
-            "jsc_jira_requests",
-            "Requests to Jira by endpoint and status",
-            labels=["endpoint", "status"],
-        )
-        for (route, status), count in sorted(stats.requests.items()):
-            requests.add_metric([route, status], count)
-        yield requests
-        yield CounterMetricFamily(
-            "jsc_jira_rate_limited", "429 answers from Jira", stats.rate_limited
-        )
-        yield CounterMetricFamily(
-            "jsc_jira_rate_limit_wait_seconds",
-            "Time spent waiting on Jira's limits",
-            stats.rate_limit_wait,
-        )
-        breaker = GaugeMetricFamily(
-            "jsc_jira_circuit_state", "1 for the circuit breaker's current state", labels=["state"]
-        )
-        for state in _BREAKER_STATES:
-            breaker.add_metric([state], 1.0 if self.client.breaker_state == state else 0.0)
-        yield breaker
-
-
-class MemoCollector(Collector):
-    """The memo's hits, misses, size and whether its change listener is connected."""
-
-    def __init__(self, memo: Memo) -> None:
-        self.memo = memo
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        memo = self.memo
-        yield CounterMetricFamily("jsc_memo_hits", "Reads answered from memory", memo.hits)
-        yield CounterMetricFamily("jsc_memo_misses", "Reads that went to PostgreSQL", memo.misses)
-        yield GaugeMetricFamily("jsc_memo_entries", "Issues held in memory", len(memo))
-        yield GaugeMetricFamily(
-            "jsc_memo_live", "1 while the change listener is connected", float(memo.live)
-        )
-
-
-class FeedCollector(Collector):
-    """The change feed's notifications heard, wakes of its readers, and its listener's state."""
-
-    def __init__(self, feed: Feed) -> None:
-        self.feed = feed
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        feed = self.feed
-        yield CounterMetricFamily(
-            "jsc_change_feed_notifications", "Change notifications heard", feed.notifications
-        )
-        yield CounterMetricFamily("jsc_change_feed_wakes", "Wakes of waiting readers", feed.wakes)
-        yield GaugeMetricFamily(
-            "jsc_change_feed_live", "1 while the feed's listener is connected", float(feed.live)
-        )
-
-
-async def exposition(metrics: Metrics, pool: asyncpg.Pool, ttl: float) -> Response:
-    """The scrape's answer: the database gauges sampled (at most every few seconds), then all."""
-    await metrics.sample(pool, ttl)
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE)
+        for mark in marks:
+            self.sync_lag.labels(mark.project).set(mark.lag)
+            self.sync_failing.labels(mark.project).set(1.0 if mark.failing else 0.0)

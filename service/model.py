@@ -131,14 +131,24 @@ def normalize_issue(raw: Any) -> Issue:
     )
 
 
+def whole_number(text: str, low: int = 0, high: int = 10**18 - 1) -> int | None:
+    """`text` as a whole number from `low` to `high`, else None: ASCII digits only (not "²",
+    "+1", " 1" or "1_000", which int() takes), at most 18, so PostgreSQL's bigint holds it."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
 def read_issue_id(value: Any) -> int:
     """Jira's numeric id, as a number PostgreSQL's bigint holds."""
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    number = whole_number(text)
+    if number is None:
         raise InvalidIssueError(
             f"issue id {shorten(repr(value))} is not a number of 1 to 18 digits"
         )
-    return int(text)
+    return number
 
 
 def read_issue_key(value: Any) -> str:

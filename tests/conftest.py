@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,8 +16,10 @@ from asgi_lifespan import LifespanManager
 from jira_simulator import Simulator
 from service.config import Settings
 from service.http.app import create_app
+from service.storage.embedded import start_embedded
 from service.storage.migrate import apply_migrations
-from service.storage.pool import open_pool, start_embedded
+from service.storage.pool import open_pool
+from tests.bouncer import Bouncer
 from tests.live import jira_settings, rewire, serve, sim_options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +67,26 @@ async def database_url(server_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await open_pool(database_url, min_size=1, max_size=10)
+def bouncer(server_dsn: str) -> Iterator[Bouncer | None]:
+    """With TEST_PGBOUNCER=1 (`make test-pgbouncer`), a PgBouncer in transaction mode in front
+    of the test server, which the pool and the app's DATABASE_URL then go through."""
+    if os.environ.get("TEST_PGBOUNCER") != "1":
+        yield None
+        return
+    started = Bouncer(server_dsn).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def pooled_url(database_url: str, bouncer: Bouncer | None) -> str:
+    """The session database as queries reach it: through PgBouncer when it runs, else direct."""
+    return bouncer.through(database_url) if bouncer else database_url
+
+
+@pytest.fixture(scope="session")
+async def pool(pooled_url: str, bouncer: Bouncer | None) -> AsyncIterator[asyncpg.Pool]:
+    created = await open_pool(pooled_url, min_size=1, max_size=10, pooled=bouncer is not None)
     yield created
     await created.close()
 
@@ -79,8 +99,13 @@ async def db(pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+def settings(database_url: str, pooled_url: str, bouncer: Bouncer | None) -> Settings:
+    """The app's database settings: through PgBouncer (listening directly) when it runs."""
+    if bouncer is None:
+        return Settings(database_url=database_url)
+    return Settings(
+        database_url=pooled_url, database_listen_url=database_url, database_pooler="transaction"
+    )
 
 
 @pytest.fixture

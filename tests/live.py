@@ -14,6 +14,7 @@ import uvicorn
 from jira_simulator import SimOptions, Simulator
 from service.config import JiraSettings, Settings
 from service.http.app import create_app
+from service.http.server import config as server_config
 
 EMAIL = "cache@example.com"
 TOKEN = "jira-token-for-tests"
@@ -72,8 +73,13 @@ async def serve(settings: Settings) -> AsyncIterator[str]:
     port = free_port()
     # uvicorn binds the port itself: handed a bound socket instead, each request waited
     # 40 ms on loopback (measured), which made the suite slow for nothing.
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    config = server_config(
+        create_app(settings),
+        settings,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

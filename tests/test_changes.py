@@ -24,6 +24,7 @@ from service.model import Assignee
 from service.storage import changes, links, webhooks
 from service.storage import issues as store
 from service.storage.changes import Change, Cursor, Filter
+from service.storage.webhooks import Update
 from service.sync import feed
 from service.sync.schedule import prune_changes_job
 from tests.factory import BASE_TIME, DONE, make_issue
@@ -71,7 +72,7 @@ async def test_each_kind_of_change_is_recorded_once_with_its_fields_and_source(l
     """Newly cached, status, summary, assignee, priority, key move, not_found, deleted: one each."""
     mia = Assignee("5b10", "Mia Krystof")
     await store.upsert_issues(log, [make_issue(assignee=None)], "poll")
-    await webhooks.apply_issue_event(log, make_issue(status=DONE, minutes=1), "d-1", "e")
+    await webhooks.record_and_write(log, [Update("d-1", "e", make_issue(status=DONE, minutes=1))])
     await store.upsert_issues(log, [make_issue(status=DONE, summary="S", minutes=2)], "refresh")
     await store.upsert_issues(
         log, [make_issue(status=DONE, summary="S", assignee=mia, minutes=3)], "poll"
@@ -112,11 +113,35 @@ async def test_each_kind_of_change_is_recorded_once_with_its_fields_and_source(l
     assert found[-1].cached.issue.key == "NEW-1" and found[-1].cached.state == "deleted"
 
 
+async def test_a_grouped_write_and_a_write_by_hand_record_each_changed_issue(log) -> None:
+    """One statement of many deliveries, and an UPDATE by hand, record each change once."""
+    first = [make_issue(id=n, key=f"PRJ-{n}") for n in range(1, 5)]
+    await store.upsert_issues(log, first, "poll")
+    group = [
+        Update(f"d-{issue.id}", "e", dataclasses.replace(issue, summary=f"S{issue.id}"))
+        for issue in first[:3]
+    ]
+    again = Update("d-4", "e", first[3])  # the same data: nothing served changes
+    await webhooks.record_and_write(log, [*group, again, Update("d-1", "e", first[0])])
+    await log.execute("UPDATE issues SET status_name = 'By hand' WHERE id IN (1, 2)")
+    found = await read_all(log)
+    created, grouped, by_hand = found[:4], found[4:7], found[7:]
+    assert [(c.cached.issue.id, c.source, list(c.fields)) for c in grouped] == [
+        (n, "webhook", ["summary"]) for n in (1, 2, 3)
+    ]
+    assert [c.fields["summary"] for c in grouped] == [["Login fails", f"S{n}"] for n in (1, 2, 3)]
+    assert [(c.cached.issue.id, list(c.fields)) for c in by_hand] == [
+        (1, ["status"]),
+        (2, ["status"]),
+    ]
+    assert len(created) == 4 and len(found) == 9
+
+
 async def test_a_write_that_changes_nothing_served_records_nothing(log) -> None:
     """A newer Jira time with the same fields, a failed read and its recovery record nothing."""
     await store.upsert_issues(log, [make_issue()], "poll")
     await store.upsert_issues(log, [make_issue(minutes=1)], "poll")
-    await webhooks.apply_issue_event(log, make_issue(minutes=2), "d-1", "e")
+    await webhooks.record_and_write(log, [Update("d-1", "e", make_issue(minutes=2))])
     await store.mark_failed(log, ["PRJ-7"], "Jira answered 500")
     await store.upsert_issues(log, [make_issue(minutes=3)], "refresh")
     assert [c.fields.get("state") for c in await read_all(log)] == [[None, "ok"]]
@@ -180,7 +205,7 @@ async def test_a_tailing_reader_sees_the_committed_log_without_gap_or_duplicate(
         async for change in feed.follow(follower, start, ALL, stop):
             seen.append(change)
 
-    async with feed.running(log, database_url) as follower:
+    async with feed.following(log, database_url) as follower:
         tail = asyncio.create_task(reader(follower))
         await asyncio.gather(*(writer(w) for w in range(6)))
         await eventually(lambda: _at_least(seen, len(committed)), 30)
@@ -240,11 +265,12 @@ async def test_a_reader_gets_changes_while_the_listener_is_down(log, database_ur
         async for change in feed.follow(follower, start, ALL, stop):
             seen.append(change)
 
-    async with feed.running(log, database_url) as follower:
+    async with feed.following(log, database_url) as follower:
         tail = asyncio.create_task(reader(follower))
         await log.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE query LIKE 'LISTEN \"jsc_changes\"%' AND datname = current_database()"
+            " WHERE application_name = 'jira-status-cache listener'"
+            " AND datname = current_database()"
         )
         await eventually(lambda: _is(asyncio.sleep(0, follower.live), False))
         await store.upsert_issues(log, [make_issue()], "poll")

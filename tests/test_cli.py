@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -62,15 +63,50 @@ def test_help_lists_commands() -> None:
     assert serve.returncode == 0 and "usage" in serve.stdout
 
 
-@pytest.mark.parametrize("command", ["serve", "check", "refresh", "migrate", "dead-letters"])
-def test_help_lists_the_settings_each_command_reads(command: str) -> None:
-    """Each command's --help names the environment variables it reads."""
-    names = setting_names()
-    shown = run([command, "--help"]).stdout
-    assert "DATABASE_URL" in shown and "LOG_FORMAT" in shown
-    if command in {"serve", "check", "refresh"}:
-        assert [name for name in names if name not in shown] == []
-    assert {"JIRA_BASE_URL", "WEB_CONCURRENCY"} <= set(names)
+def listed_settings(help_text: str) -> set[str]:
+    """The names a --help lists under "settings read from the environment"."""
+    block = help_text.split("settings read from the environment")[1].split("\n\n")[0]
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", block.split(":", 1)[1]))
+
+
+@pytest.mark.parametrize(
+    ("command", "reads", "not_read"),
+    [
+        (["serve"], {"PORT", "API_TOKENS", "JIRA_BASE_URL", "WEB_CONCURRENCY"}, set()),
+        (["check"], {"PORT", "JIRA_WEBHOOK_SECRET", "DATABASE_URL"}, set()),
+        (["migrate"], {"DATABASE_URL", "DATA_DIR", "LOG_FORMAT"}, {"JIRA_BASE_URL", "PORT"}),
+        (["dead-letters"], {"DATABASE_URL", "LOG_LEVEL"}, {"JIRA_BASE_URL", "API_TOKENS"}),
+        (["refresh"], {"DATABASE_URL", "JIRA_BASE_URL", "JIRA_PAT"}, {"PORT", "API_TOKENS"}),
+        (["sync"], {"JIRA_BASE_URL", "JIRA_SYNC_OVERLAP"}, {"PORT", "JIRA_WEBHOOK_SECRET"}),
+        (["webhook", "install"], {"JIRA_WEBHOOK_SECRET", "JIRA_EMAIL"}, {"PORT", "MEMO_SIZE"}),
+        (["webhook", "status"], {"JIRA_WEBHOOK_MANAGE", "DATABASE_URL"}, {"API_TOKENS"}),
+        (["changes"], {"DATABASE_URL"}, {"JIRA_BASE_URL"}),
+    ],
+)
+def test_help_lists_the_settings_each_command_reads(
+    command: list[str], reads: set[str], not_read: set[str]
+) -> None:
+    """Each command's --help names the environment variables it reads, only those, and shows
+    an example of it."""
+    shown = run([*command, "--help"]).stdout
+    listed = listed_settings(shown)
+    assert listed <= set(setting_names())
+    assert reads <= listed and not (not_read & listed), listed
+    if command[0] in {"serve", "check"}:
+        assert listed == set(setting_names())
+    example = shown.split("example:\n")[1]
+    assert f"jira-status-cache {' '.join(command)}" in example.replace("\\\n   ", "")
+
+
+def test_simulate_help_describes_every_flag() -> None:
+    """`simulate --help` names the command, describes each flag, and shows an example."""
+    shown = run(["simulate", "--help"]).stdout
+    assert shown.startswith("usage: jira-status-cache simulate")
+    options = shown.split("options:\n")[1].split("\n\n")[0]
+    entries = re.split(r"\n(?=  -)", options)  # an entry: its flag, then its text, wrapped
+    flags = [re.match(r"\s*(-[-\w]+(?:, --[-\w]+)?(?: [A-Z_{},]+)?)(.*)", e, re.S) for e in entries]
+    assert len(flags) > 15 and [m[1] for m in flags if m and not m[2].strip()] == []
+    assert "example:\n  jira-status-cache simulate --port" in shown
 
 
 def test_migrate_against_database_url(database_url: str) -> None:
@@ -123,8 +159,8 @@ def embedded(data_dir: Path) -> dict[str, str]:
 
 
 def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
-    """With no DATABASE_URL, serve starts its own PostgreSQL, says where it listens, answers,
-    and exits 0 on SIGTERM."""
+    """With no DATABASE_URL, serve starts its own PostgreSQL, says where it listens once it
+    does, answers, and exits 0 on SIGTERM."""
     process, base = start_serve(embedded(tmp_path))
     try:
         ready = httpx.get(f"{base}/readyz", timeout=5)
@@ -134,6 +170,10 @@ def test_serve_on_embedded_postgres_then_sigterm(tmp_path: Path) -> None:
     assert ready.status_code == 200
     assert process.returncode == 0, stderr
     assert [line["url"] for line in lines if line["event"] == "listening"] == [base]
+    events = [line["event"] for line in lines]
+    # After the migrations and the bind, not before; APScheduler's job runs are debug chatter.
+    assert events.index("listening") > max(i for i, e in enumerate(events) if "migration" in e)
+    assert [line for line in lines if line["logger"].startswith("apscheduler")] == []
     assert (tmp_path / "postgres" / "PG_VERSION").exists()
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
 

@@ -174,3 +174,13 @@ def test_secrets_lists_every_secret() -> None:
         "hook-secret",
         "cron-secret",
     }
+
+
+def test_a_transaction_pooler_needs_a_direct_listen_url() -> None:
+    """DATABASE_POOLER=transaction without DATABASE_LISTEN_URL is refused, naming it."""
+    pooled = {"DATABASE_URL": "postgresql://u@pgbouncer:6432/db", "DATABASE_POOLER": "transaction"}
+    with pytest.raises(ConfigError, match="DATABASE_LISTEN_URL: required when DATABASE_POOLER"):
+        Settings.from_env(pooled)
+    direct = "postgresql://u@db:5432/db"
+    settings = Settings.from_env(pooled | {"DATABASE_LISTEN_URL": direct})
+    assert settings.database_pooler == "transaction" and settings.database_listen_url == direct

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -98,3 +99,28 @@ def test_board_lines_fit_80_columns() -> None:
     lines = render(rows, view, team, sim, 5, healed)  # type: ignore[arg-type]
     assert [line for line in lines if len(line) > WIDTH] == []
     assert "http://127.0.0.1:65535 " in "\n".join(lines)
+
+
+def test_footer_names_the_sync_once() -> None:
+    """With a sync interval, the footer says "a sync every 3s" once, not twice."""
+    from cache_demo.board import View, footer
+
+    view = View("http://127.0.0.1:8000", "http://127.0.0.1:8900", ("checkout",), 2, 10, 5, 3)
+    sim = SimpleNamespace(hooks=SimpleNamespace(dropped=[], events=[]))
+    lines = footer([], view, sim, [])  # type: ignore[arg-type]
+    assert [line for line in lines if "a sync every 3s" in line] == [
+        "a sync every 3s asks Jira what changed"
+    ]
+
+
+def test_make_demo_serves_on_port() -> None:
+    """`make demo PORT=8123` gives the demo that port (DEMO_ARGS may still override it)."""
+    root = Path(__file__).resolve().parent.parent
+    planned = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "demo", "PORT=8123"],  # noqa: S607 -- as a user runs it
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "demo --port 8123" in planned

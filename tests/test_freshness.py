@@ -15,7 +15,7 @@ from service.jira.client import JiraClient, open_session
 from service.storage import tracking
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
-from tests.live import AGE_BY_A_TTL, jira_settings, serve
+from tests.live import AGE_BY_A_TTL, jira_settings, serve, wait_until
 from tests.pgproxy import PgProxy
 
 
@@ -44,6 +44,24 @@ async def test_transition_reaches_the_cache_by_webhook(sim, http) -> None:
     issue = await cached(http, key)
     assert issue["status"]["category"] == "done" and issue["source"] == "webhook"
     assert sum(sim.counters.values()) == 0
+
+
+async def test_reread_of_a_webhook_version_moves_verified_at_not_source(sim, http, db) -> None:
+    """After a webhook, re-reads of the same version (a refresh, a poll) keep source webhook
+    and move verified_at."""
+    (key,) = sim.seed(1, ["ALPHA"])
+    await link_all(http, [key])
+    sim.transition(key, "Done")
+    await sim.drain_webhooks()
+    delivered = await cached(http, key)
+    refreshed = (await http.post(f"/api/v1/issues/{key}/refresh")).json()
+    await db.execute(AGE_BY_A_TTL)
+    report = (await http.get("/api/v1/cron/jira-refresh")).json()
+    polled = await cached(http, key)
+    assert delivered["source"] == refreshed["source"] == polled["source"] == "webhook"
+    assert delivered["verified_at"] < refreshed["verified_at"] < polled["verified_at"]
+    assert refreshed["jira_updated_at"] == delivered["jira_updated_at"]
+    assert (report["unchanged"], report["refreshed"]) == (1, 0)
 
 
 async def test_wrong_secret_is_refused_and_not_retried(sim, http, db: asyncpg.Pool) -> None:
@@ -113,7 +131,11 @@ async def test_database_outage_loses_no_delivery(sim, settings: Settings, db) ->
         await proxy.cut()
         for key in keys:
             sim.edit_summary(key, f"during outage {key}")
-        await asyncio.sleep(0.5)
+
+        async def refused() -> bool:  # each delivery met the outage at least once
+            return {a.key for a in sim.attempts if a.status == 503} == set(keys)
+
+        await wait_until(refused, 60)
         await proxy.start()
         await sim.drain_webhooks()
     await proxy.cut()

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+import pytest
 
 from service.model import CachedIssue
 from service.storage import issues as store
+from service.storage.pool import DatabaseUnavailableError, open_pool
+from service.sync import memo as memos
 from service.sync.memo import Memo
 from tests.conftest import app_client
 from tests.factory import make_issue
@@ -142,7 +145,8 @@ async def test_memo_is_off_while_its_listener_is_down(db: asyncpg.Pool, settings
         await summary_of(http)
         await db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+            " WHERE application_name = 'jira-status-cache listener'"
+            " AND datname = current_database()"
         )
         assert await wait_for(lambda: _memo_live(http, False))
         await db.execute("ALTER TABLE issues DISABLE TRIGGER USER")
@@ -152,6 +156,40 @@ async def test_memo_is_off_while_its_listener_is_down(db: asyncpg.Pool, settings
         finally:
             await db.execute("ALTER TABLE issues ENABLE TRIGGER USER")
         assert await wait_for(lambda: _memo_live(http), 5.0)
+
+
+async def test_a_change_unheard_while_the_listener_was_down_is_read_after(db, settings) -> None:
+    """A change nobody heard while the listener was down is served once it reconnects."""
+    await store.upsert_issues(db, [make_issue()], "poll")
+    async with app_client(settings, memo_ttl=3600.0) as http:
+        assert await wait_for(lambda: _memo_live(http))
+        assert await summary_of(http) == "Login fails"  # now in the memo
+        await db.execute("ALTER TABLE issues DISABLE TRIGGER USER")
+        try:
+            await db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'jira-status-cache listener'"
+                " AND datname = current_database()"
+            )
+            assert await wait_for(lambda: _memo_live(http, False))
+            await db.execute("UPDATE issues SET summary = 'unannounced'")
+        finally:
+            await db.execute("ALTER TABLE issues ENABLE TRIGGER USER")
+        assert await wait_for(lambda: _memo_live(http), 5.0)
+        assert await summary_of(http) == "unannounced"
+
+
+async def test_the_memo_serves_what_it_holds_while_postgresql_is_unreachable(database_url) -> None:
+    """With PostgreSQL out of reach, issues held in the memo are served; others still fail."""
+    memo = live_memo()
+    memo.put({"PRJ-7": cached(summary="held")}, memo.mark())
+    memo.on_down()  # the listener went too
+    gone = await open_pool(database_url)
+    await gone.close()
+    found = await memos.select(gone, memo, ["PRJ-7"])
+    with pytest.raises(DatabaseUnavailableError):
+        await memos.select(gone, memo, ["PRJ-7", "PRJ-8"])
+    assert found["PRJ-7"].issue.summary == "held"
 
 
 async def _memo_live(http: httpx.AsyncClient, live: bool = True) -> bool:

@@ -9,13 +9,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import httpx
 import pytest
 
-from service.logs import JsonFormatter, Redactor, TextFormatter, request_id
+from service import logs
+from service.logs import JsonFormatter, Redactor, TextFormatter, request_id, setup_logging
 from tests.live import AGE_BY_A_TTL, jira_settings, serve
 from tests.payloads import SECRET, encode, event, headers
+from tests.pgproxy import PgProxy
 from tests.test_cli import COMMAND, JIRA, free_port, wait_healthy
 
 METRIC_NAMES = [
@@ -112,6 +115,39 @@ async def test_a_request_path_cannot_forge_a_log_line(client, formatter) -> None
     assert not any(line.startswith("INFO    service.access: forged") for line in lines)
 
 
+async def test_access_lines_written_the_short_way_are_whole_and_redacted(
+    client, monkeypatch
+) -> None:
+    """Under serve's JSON logging, each request's line is one object with its id, redacted."""
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging._srcfile
+    setup_logging("INFO", "json", ["path-secret-123"])
+    try:
+        await client.get("/api/v1/issues/PRJ-1%0Aforged%1B[2J%C2%85")
+        await client.get("/api/v1/issues/path-secret-123", headers={"X-Request-ID": "trace-7"})
+        await client.get("/api/v1/issues/token=abc%C3%A9")
+    finally:
+        root.handlers[:], level, logging._srcfile = saved
+        root.setLevel(level)
+        logs._installed.clear()
+    text = out.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    requests = [line for line in lines if line["event"] == "request"]
+    assert len(requests) == 3
+    assert set(requests[1]) == {
+        *("time", "level", "logger", "event", "method", "path", "route", "status"),
+        *("duration_ms", "request_id"),
+    }
+    assert requests[0]["path"] == "/api/v1/issues/PRJ-1\nforged\x1b[2J\x85"
+    assert requests[1]["request_id"] == "trace-7"
+    assert requests[1]["path"] == "/api/v1/issues/[redacted]"
+    assert requests[2]["path"] == "/api/v1/issues/token=[redacted]"
+    for leaked in ("\x1b", "\x85", "path-secret-123", "abc"):
+        assert leaked not in text
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -168,23 +204,52 @@ def test_serve_logs_json_lines_without_secrets(database_url: str) -> None:
         assert secret not in stderr
 
 
-def test_uvicorn_start_up_failure_is_a_json_line(database_url: str) -> None:
-    """A port already in use stops serve with uvicorn's error as one of our JSON lines."""
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path) -> None:
+    """A port already in use stops serve at once: one JSON line naming it, exit 1, and no
+    PostgreSQL started first."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**JIRA, "DATABASE_URL": database_url, "PORT": str(port), "LOG_FORMAT": "json"}
+        env = {**JIRA, "DATABASE_URL": "", "DATA_DIR": str(tmp_path), "PORT": str(port)}
         result = subprocess.run(
             [*COMMAND, "serve"],
-            env={**os.environ, **env},
+            env={**os.environ, **env, "LOG_FORMAT": "json"},
             capture_output=True,
             text=True,
             timeout=60,
         )
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert any(
-        line["logger"].startswith("uvicorn") and "address already in use" in line["event"]
-        for line in lines
-    ), result.stderr
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0]["event"]
+    assert "address already in use" in lines[0]["event"].lower()
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_times_are_written_one_way() -> None:
+    """Log lines, /healthz's last delivery and `webhook status` write UTC times with `Z`."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from service.cli.display import since
+    from service.sync.health import Verdict
+
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
+    record = logging.makeLogRecord({"msg": "x", "created": moment.timestamp()})
+    logged = json.loads(JsonFormatter().format(record))["time"]
+    healthz = Verdict("ok", last_delivery=moment).as_json()["last_delivery_at"]
+    status = since(moment, now=moment.astimezone(UTC)).split()[0]
+    assert logged == healthz == status == "2026-01-02T01:04:05.678Z"
+
+
+async def test_metrics_answer_with_the_database_down(sim, settings) -> None:
+    """With PostgreSQL unreachable, /metrics still answers: jsc_database_up 0, the process."""
+    proxy = PgProxy(settings.database_url or "")
+    dsn = await proxy.start()
+    wired = jira_settings(settings, sim, database_url=dsn)
+    async with serve(wired) as url, httpx.AsyncClient(base_url=url) as http:
+        await proxy.cut()
+        down = await http.get("/metrics")
+    assert down.status_code == 200
+    assert sample(down.text, "jsc_database_up") == 0.0
+    assert sample(down.text, "process_cpu_seconds_total") > 0

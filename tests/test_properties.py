@@ -6,9 +6,10 @@ import contextlib
 import hmac
 import re
 from collections.abc import Callable
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,14 +17,18 @@ from hypothesis import strategies as st
 from service.model import (
     KEY_PATTERN,
     MAX_KEY_LENGTH,
+    Assignee,
+    CachedIssue,
     InvalidIssueError,
     InvalidKeyError,
     InvalidProjectIdError,
     Issue,
+    Status,
     check_project_id,
     normalize_issue,
     normalize_key,
 )
+from service.shapes import Encoded, shape_issue
 from service.sync.webhook import (
     SIGNATURE_METHODS,
     SignatureError,
@@ -292,3 +297,39 @@ def test_deeply_nested_json_is_unusable() -> None:
     body = b'{"webhookEvent": "jira:issue_updated", "x": ' + b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(UnusablePayloadError, match="nested"):
         parse(body + b"}", "d-1")
+
+
+@bounded
+@given(
+    summary=st.none() | st.text(),
+    assigned=st.booleans(),
+    status=st.booleans(),
+    fetched_ago=st.floats(0, 10_000),
+    verified_ago=st.none() | st.floats(0, 10_000),
+    ttl=st.floats(1, 5_000),
+)
+def test_encoded_answer_is_the_shape_encoded(
+    summary: str | None,
+    assigned: bool,
+    status: bool,
+    fetched_ago: float,
+    verified_ago: float | None,
+    ttl: float,
+) -> None:
+    """The cached encoding of an issue's answer is byte for byte msgspec's of its shape."""
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    issue = Issue(
+        10007,
+        "PRJ-7",
+        Status("3", 'In "Progress"', "indeterminate") if status else None,
+        summary,
+        Assignee("5b10", ',"verified_at":"x"') if assigned else None,
+        "High",
+        now - timedelta(days=1),
+    )
+    cached = CachedIssue(issue, now - timedelta(seconds=fetched_ago), "webhook", "ok", None, 0)
+    verified = None if verified_ago is None else now - timedelta(seconds=verified_ago)
+    encoded = Encoded()
+    for _ in range(2):  # once to split it, once from its parts
+        answer = encoded.issue(cached, ttl, now, verified)
+        assert answer == msgspec.json.encode(shape_issue(cached, ttl, now, verified))

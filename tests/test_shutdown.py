@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from jira_simulator import Simulator
-from service.cli.main import serving_app
+from service.cli.serve import serving_app
 from service.config import Settings
 from service.storage import tracking
 from tests.conftest import app_client
@@ -28,6 +28,7 @@ from tests.pgproxy import PgProxy
 BURST = 500
 # What asyncpg sends last when it closes a connection properly: Terminate ('X', length 4).
 TERMINATE = b"X\x00\x00\x00\x04"
+LEASED = "SELECT count(*) > 0 FROM tracked WHERE lease_owner IS NOT NULL"
 
 
 class TerminateWatch(PgProxy):
@@ -66,6 +67,14 @@ async def deliver(http: aiohttp.ClientSession, url: str, number: int, accepted: 
                 accepted.append(number)
 
 
+async def answers(url: str) -> bool:
+    async with httpx.AsyncClient() as http:
+        try:
+            return (await http.get(url)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
 async def test_sigterm_mid_burst_keeps_every_accepted_delivery(
     db: asyncpg.Pool, database_url: str, sim: Simulator
 ) -> None:
@@ -96,17 +105,24 @@ async def test_sigterm_mid_burst_keeps_every_accepted_delivery(
     async def some_accepted() -> bool:
         return len(accepted) >= 20
 
+    async def holds_a_lease() -> bool:
+        if process.returncode is not None:
+            raise AssertionError(f"serve exited: {(await process.communicate())[1].decode()}")
+        return bool(await db.fetchval(LEASED))
+
     try:
-        leased = "SELECT count(*) > 0 FROM tracked WHERE lease_owner IS NOT NULL"
-        await wait_until(lambda: db.fetchval(leased))
+        # Generous bounds: on a loaded machine serve may take long to start; nothing here
+        # depends on how fast it is, only on the order of what happens.
+        await wait_until(holds_a_lease, 120)
+        await wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 120)
         async with aiohttp.ClientSession() as http:
             numbers = range(1, BURST + 1)
             burst = [asyncio.create_task(deliver(http, url, n, accepted)) for n in numbers]
-            await wait_until(some_accepted)
+            await wait_until(some_accepted, 120)
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             await asyncio.gather(*burst)
-        _, errors = await asyncio.wait_for(process.communicate(), 10)
+        _, errors = await asyncio.wait_for(process.communicate(), 120)
         took = time.monotonic() - signalled
     finally:
         if process.returncode is None:
@@ -122,11 +138,14 @@ async def test_sigterm_mid_burst_keeps_every_accepted_delivery(
         "SELECT count(*) FROM issues WHERE id = ANY($1::bigint[])",
         [900000 + n for n in accepted],
     )
-    assert process.returncode == 0 and took < 10, errors.decode()
+    # Within the 30 s stop window the README asks for (compose's stop_grace_period).
+    assert process.returncode == 0 and took < 30, errors.decode()
     assert 20 <= len(accepted) < BURST, "SIGTERM should land in the middle of the burst"
     assert stored == issues == len(accepted)
-    assert await db.fetchval("SELECT count(*) FROM tracked WHERE lease_owner IS NOT NULL") == 0
-    assert proxy.tails and all(tail == TERMINATE for tail in proxy.tails), proxy.tails
+    assert await db.fetchval(LEASED) is False
+    assert proxy.tails and all(tail == TERMINATE for tail in proxy.tails), [
+        t for t in proxy.tails if t != TERMINATE
+    ]
 
 
 async def test_shutdown_mid_poll_logs_no_error(

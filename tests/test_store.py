@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 
-from service.model import Assignee, Issue
+from service.model import Assignee, Issue, Source
 from service.storage import issues as store
 from service.storage import webhooks
 from tests.factory import DONE, make_issue
@@ -24,7 +24,9 @@ async def bulk(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
 
 async def hook(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
     delivery = f"d-{next(_deliveries)}"
-    outcome = await webhooks.apply_issue_event(db, issue, delivery, "jira:issue_updated")
+    (outcome,) = await webhooks.record_and_write(
+        db, [webhooks.Update(delivery, "jira:issue_updated", issue)]
+    )
     assert outcome is not None
     return outcome
 
@@ -67,14 +69,40 @@ async def test_older_update_is_ignored_and_newer_applied(db: asyncpg.Pool, write
 async def test_same_updated_time_is_unchanged_but_refreshes_fetched_at(
     db: asyncpg.Pool, write: Write
 ) -> None:
-    """Re-reading an issue Jira has not changed marks it fresh without counting a change."""
+    """Re-reading an issue Jira has not changed marks it fresh, keeping who delivered it."""
     await store.upsert_issues(db, [make_issue()], "poll")
     before = await store.select_by_key(db, "PRJ-7")
     outcome = await write(db, make_issue())
     after = await store.select_by_key(db, "PRJ-7")
     assert outcome == "unchanged"
     assert before is not None and after is not None
-    assert after.fetched_at > before.fetched_at and after.source == "webhook"
+    assert after.fetched_at > before.fetched_at and after.source == "poll"
+
+
+@pytest.mark.parametrize("rereader", ["sync", "poll", "refresh"])
+async def test_reread_of_a_delivered_version_keeps_its_source(
+    db: asyncpg.Pool, rereader: Source
+) -> None:
+    """A webhook's version re-read by sync, poll or refresh still says it came by webhook."""
+    await hook(db, make_issue())
+    await store.upsert_issues(db, [make_issue()], rereader)
+    cached = await store.select_by_key(db, "PRJ-7")
+    assert cached is not None and cached.source == "webhook"
+    await store.upsert_issues(db, [make_issue(minutes=1)], rereader)
+    newer = await store.select_by_key(db, "PRJ-7")
+    assert newer is not None and newer.source == rereader
+
+
+async def test_same_time_with_other_data_takes_the_new_source(db: asyncpg.Pool) -> None:
+    """A read that serves something new under the same `updated` names its own source."""
+    await hook(db, make_issue())
+    await store.mark_not_found(db, ["PRJ-7"], "poll")
+    await store.mark_not_found(db, ["PRJ-7"], "refresh")
+    gone = await store.select_by_key(db, "PRJ-7")
+    await store.upsert_issues(db, [make_issue()], "sync")
+    back = await store.select_by_key(db, "PRJ-7")
+    assert gone is not None and (gone.state, gone.source) == ("not_found", "poll")
+    assert back is not None and (back.state, back.source) == ("ok", "sync")
 
 
 async def test_duplicates_in_one_call_keep_the_newest(db: asyncpg.Pool) -> None:

@@ -168,6 +168,39 @@ async def test_urls_not_http_or_not_allowed_are_refused(http, url, code) -> None
     assert (await http.get("/api/v1/subscriptions")).json()["subscriptions"] == []
 
 
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "named"),
+    [
+        (DEEP, "invalid_body", "the body"),
+        ('{"url": "http://127.0.0.1/", "keys": ' + DEEP + "}", "invalid_key", "keys[0]"),
+        (
+            '{"url": "http://127.0.0.1/", "fields": ["status", {"a": 1}]}',
+            "invalid_body",
+            "fields[1]",
+        ),
+        ('{"url": "http://127.0.0.1/", "fields": [["status"]]}', "invalid_body", "fields[0]"),
+        ('{"url": "http://127.0.0.1/", "fields": ["colour"]}', "invalid_body", "fields[0]"),
+        ('{"url": "http://127.0.0.1/", "project_id": 7}', "invalid_project_id", "project_id"),
+        ('{"url": ["http://127.0.0.1/"]}', "invalid_url", "url"),
+        ('{"url": "http://127.0.0.1/", "extra": ' + DEEP + "}", "invalid_body", "extra"),
+        ('{"url": "http://127.0.0.1/"', "invalid_body", "not JSON"),
+    ],
+)
+async def test_a_body_that_does_not_fit_answers_400_naming_the_member(
+    http, body, code, named
+) -> None:
+    """Deep nesting, wrong types and unknown members answer 400 naming the member, never 500."""
+    response = await http.post(
+        "/api/v1/subscriptions", content=body, headers={"Content-Type": "application/json"}
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == code and named in error["message"]
+    assert (await http.get("/api/v1/subscriptions")).json()["subscriptions"] == []
+
+
 async def test_without_allowed_hosts_no_subscription_can_be_created(fresh, settings) -> None:
     """Unset SUBSCRIPTION_ALLOWED_HOSTS refuses every subscription, naming the setting."""
     async with app_client(settings) as http:
@@ -313,6 +346,10 @@ async def _paused(http: httpx.AsyncClient, subscription: dict[str, Any]) -> bool
 async def _caught_up(http: httpx.AsyncClient, count: int, last: str) -> bool:
     listed = (await http.get("/api/v1/subscriptions")).json()["subscriptions"]
     return len(listed) == count and all(s["cursor"] >= last for s in listed)
+
+
+async def _delivered(http: httpx.AsyncClient, subscription: dict[str, Any], count: int) -> bool:
+    return bool((await status(http, subscription))["delivered"] == count)
 
 
 async def _true(value: bool) -> bool:

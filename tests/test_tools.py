@@ -67,13 +67,16 @@ async def test_help_lists_the_tools() -> None:
 
 
 async def test_check_passes_when_all_is_well(db: asyncpg.Pool, database_url: str, sim) -> None:
-    """check says ok for the settings, Jira's user, the database and its migrations, and exits 0."""
+    """check says ok for the settings, Jira's user, the database, its migrations and our
+    webhook, and exits 0."""
+    sim.options.webhook_url = "http://127.0.0.1:8000/api/v1/webhooks/jira"  # registered in Jira
     result = await run("check", **wired(database_url, sim))
     assert result.code == 0, result.out + result.err
     assert result.line("settings").split()[1] == "ok"
     assert "ok" in result.line("jira") and sim.site.users[0].display_name in result.line("jira")
     assert "ok" in result.line("database") and "PostgreSQL" in result.line("database")
     assert result.line("migrations").split()[1:3] == ["ok", "all"]
+    assert result.line("webhook").split()[1] == "ok"
 
 
 async def test_check_names_every_failure(database_url: str, sim) -> None:
@@ -165,6 +168,18 @@ async def test_dead_letters_newest_first(db: asyncpg.Pool, database_url: str, si
     letters = [json.loads(line) for line in as_json.out.splitlines()]
     assert [letter["delivery_id"] for letter in letters] == ["d-2", "d-1", "d-0"]
     assert letters[0]["body"] == '{"x": 1}'
+
+
+async def test_dead_letters_escapes_terminal_control_characters(
+    db: asyncpg.Pool, database_url: str, sim
+) -> None:
+    """A body, error or delivery id holding terminal escapes is printed with them escaped."""
+    clear = "\x1b[2J\x1b]0;pwned\x07"
+    await webhooks.add_dead_letter(db, f"d{clear}", f"bad {clear}", f'{{"x": "{clear}"}}')
+    listed = await run("dead-letters", **wired(database_url, sim))
+    assert listed.code == 0, listed.err
+    assert "\x1b" not in listed.out and "\x07" not in listed.out
+    assert listed.out.count("\\x1b[2J\\x1b]0;pwned\\x07") == 3
 
 
 async def test_dead_letters_when_none(db: asyncpg.Pool, database_url: str, sim) -> None:

@@ -128,17 +128,19 @@ async def test_concurrent_links_and_unlinks_leave_every_linked_key_tracked(
     assert linked == set(keys) and linked <= await tracked(db)
 
 
-def test_a_key_read_often_is_recorded_once_per_interval() -> None:
+async def test_a_key_read_often_is_recorded_once_per_interval(db) -> None:
     """Hot reads are recorded at most once per RECORD_EVERY_SECONDS, not per read."""
     now = [0.0]
     log = ReadLog(clock=lambda: now[0])
     log.note(["A-1", "A-1", "A-2"])
     log.note(["A-1"])
-    first = set(log._pending)
-    log._pending.clear()
+    first = await log.flush(db)
+    log.note(["A-1", "A-2"])  # within the interval: already recorded
+    again = await log.flush(db)
     now[0] = RECORD_EVERY_SECONDS
     log.note(["A-1"])
-    assert first == {"A-1", "A-2"} and log._pending == {"A-1"}
+    later = await log.flush(db)
+    assert (first, again, later) == (2, 0, 1) and await tracked(db) == {"A-1", "A-2"}
 
 
 async def test_metrics_query_postgresql_at_most_once_per_snapshot(db) -> None:
@@ -149,10 +151,10 @@ async def test_metrics_query_postgresql_at_most_once_per_snapshot(db) -> None:
     await asyncio.gather(*(metrics.sample(db, 3600) for _ in range(10)))
     await tracking.track(db, ["A-2"])
     await metrics.sample(db, 3600)
-    cached = metrics.tracked._value.get()
+    cached = metrics.registry.get_sample_value("jsc_tracked_issues")
     now[0] = 10.0
     await metrics.sample(db, 3600)
-    assert (cached, metrics.tracked._value.get()) == (1, 2)
+    assert (cached, metrics.registry.get_sample_value("jsc_tracked_issues")) == (1, 2)
 
 
 async def test_a_pool_wait_is_bounded(database_url: str) -> None:

@@ -280,7 +280,7 @@ async def test_manage_is_scheduled_only_when_asked(setup, db, client) -> None:
 
 
 async def test_check_has_a_webhook_line(setup, db, jira, database_url) -> None:
-    """check: none registered, ours with its filter, a FAIL when it lacks events, no admin."""
+    """check: a FAIL when none is registered or it lacks events, ok with ours, no admin."""
     env = {
         "DATABASE_URL": database_url,
         "JIRA_BASE_URL": jira.base_url,
@@ -298,7 +298,7 @@ async def test_check_has_a_webhook_line(setup, db, jira, database_url) -> None:
     lacking = (await run_checks(env))[-1]
     jira.registry.admin = False
     hidden = (await run_checks(env))[-1]
-    assert before.name == "webhook" and before.ok and "none registered" in before.detail
+    assert before.name == "webhook" and before.ok is False and "none of ours" in before.detail
     assert after.ok and 'filter project in ("ALPHA")' in after.detail
     assert not lacking.ok and "lacks jira:issue_deleted" in lacking.detail
     assert hidden.ok and "admin rights" in hidden.detail

@@ -13,21 +13,22 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from service.cli import commands
+from service.cli import common
+from service.cli.display import printable
 from service.config import Settings
 from service.model import render_time
 from service.storage import changes
 from service.storage.changes import Change, Filter
-from service.storage.pool import resolve_dsn
+from service.storage.embedded import resolve_dsn
 from service.sync import feed
 
 
-def add_command(subparsers: commands.SubParsers[argparse.ArgumentParser]) -> None:
+def add_command(subparsers: common.SubParsers[argparse.ArgumentParser]) -> None:
     found = subparsers.add_parser(
         "changes", help="print the change log, a line per change; --follow waits for more"
     )
     found.add_argument("--follow", action="store_true", help="keep printing new changes")
-    found.add_argument("--project", metavar="ID", type=commands._project_id, help="its links only")
+    found.add_argument("--project", metavar="ID", type=common.project_id, help="its links only")
     found.add_argument(
         "--from",
         dest="start",
@@ -38,11 +39,11 @@ def add_command(subparsers: commands.SubParsers[argparse.ArgumentParser]) -> Non
 
 def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     start = args.start or ("now" if args.follow else "beginning")
-    return commands.run(show(settings, Filter(project_id=args.project), start, args.follow, out))
+    return common.run(show(settings, Filter(project_id=args.project), start, args.follow, out))
 
 
 async def show(settings: Settings, only: Filter, start: str, follow: bool, out: TextIO) -> int:
-    async with commands.database(settings) as pool:
+    async with common.database(settings) as pool:
         begin = changes.first_cursor if start == "beginning" else changes.current_cursor
         after = await begin(pool)
         if not follow:
@@ -51,11 +52,11 @@ async def show(settings: Settings, only: Filter, start: str, follow: bool, out: 
                     print(line(change), file=out, flush=True)
                 after = page.next
             return 0
-        dsn = resolve_dsn(settings.database_url, settings.data_dir)
+        dsn = settings.database_listen_url or resolve_dsn(settings.database_url, settings.data_dir)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with feed.running(pool, dsn) as follower:
+        async with feed.following(pool, dsn) as follower:
             async for change in feed.follow(follower, after, only, stop):
                 print(line(change), file=out, flush=True)
     return 0
@@ -74,6 +75,6 @@ def _brief(value: Any) -> str:
     if isinstance(value, dict):
         # A status by its name and category, an assignee by their display name.
         if "category" in value:
-            return f"{value['name']} ({value['category']})"
-        return str(value.get("display_name"))
+            return printable(f"{value['name']} ({value['category']})")
+        return printable(str(value.get("display_name")))
     return "-" if value is None else repr(value) if isinstance(value, str) else str(value)

@@ -10,7 +10,7 @@ import secrets
 import sys
 from typing import TextIO
 
-from service.cli import commands
+from service.cli import common
 from service.config import Settings
 from service.model import render_time
 from service.storage import clients
@@ -19,7 +19,7 @@ from service.storage.clients import SCOPES, Client, ClientExistsError, InvalidCl
 TOKEN_PREFIX = "jsc_"  # noqa: S105  (not a secret) so that a leaked token is recognisable to secret scanners
 
 
-def add_command(subparsers: commands.SubParsers[argparse.ArgumentParser]) -> None:
+def add_command(subparsers: common.SubParsers[argparse.ArgumentParser]) -> None:
     client = subparsers.add_parser("client", help="add, list or revoke the API's named clients")
     actions = client.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="make a client; prints its token, this once")
@@ -41,10 +41,10 @@ def add_command(subparsers: commands.SubParsers[argparse.ArgumentParser]) -> Non
 def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.action == "add":
         limits = Limits(args.max_subscriptions, args.max_streams, args.rate)
-        return commands.run(add(settings, args.name, args.scopes, limits, out))
+        return common.run(add(settings, args.name, args.scopes, limits, out))
     if args.action == "revoke":
-        return commands.run(revoke(settings, args.name, out))
-    return commands.run(print_clients(settings, out))
+        return common.run(revoke(settings, args.name, out))
+    return common.run(print_clients(settings, out))
 
 
 async def add(
@@ -52,7 +52,7 @@ async def add(
 ) -> int:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
-        async with commands.database(settings) as pool:
+        async with common.database(settings) as pool:
             client = await clients.add(pool, name, scopes, token, limits)
     except (ClientExistsError, InvalidClientError) as exc:
         print(f"jira-status-cache: {exc}", file=sys.stderr)
@@ -63,7 +63,7 @@ async def add(
 
 
 async def revoke(settings: Settings, name: str, out: TextIO) -> int:
-    async with commands.database(settings) as pool:
+    async with common.database(settings) as pool:
         done = await clients.revoke(pool, name)
     if not done:
         print(f"jira-status-cache: no live client named {name!r}", file=sys.stderr)
@@ -73,7 +73,7 @@ async def revoke(settings: Settings, name: str, out: TextIO) -> int:
 
 
 async def print_clients(settings: Settings, out: TextIO) -> int:
-    async with commands.database(settings) as pool:
+    async with common.database(settings) as pool:
         found = await clients.listed(pool)
     if not found:
         print("no clients (API_TOKENS and ADMIN_TOKENS, if set, still open the API)", file=out)

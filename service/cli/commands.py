@@ -4,46 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any, TextIO
+from collections.abc import Mapping
+from typing import TextIO
 
 import asyncpg
 import msgspec
 
+from service.cli.common import (
+    CONNECT_FAILED,
+    Finding,
+    Progress,
+    SubParsers,
+    database,
+    project_id,
+    run,
+)
+from service.cli.display import printable
+from service.cli.sync import check_sync
+from service.cli.webhook import check_webhook
 from service.config import ConfigError, Settings
 from service.jira import client as jira
-from service.model import InvalidProjectIdError, check_project_id
 from service.shapes import shape_letter, shape_report
 from service.storage import links, migrate, tracking, webhooks
-from service.storage.pool import UNREACHABLE as DATABASE_DOWN
-from service.storage.pool import open_pool, redact_dsn, resolve_dsn
+from service.storage.embedded import resolve_dsn
+from service.storage.pool import redact_dsn
 from service.storage.webhooks import WHOLE
 from service.sync.parts import jira_parts
 from service.sync.refresh import Refresher, Report
-
-SubParsers = argparse._SubParsersAction  # argparse names no public type for it
-# Besides a server that is down: refused credentials, no such database, a malformed DSN,
-# or an embedded server that would not start.
-CONNECT_FAILED: tuple[type[BaseException], ...] = (
-    *DATABASE_DOWN,
-    asyncpg.PostgresError,
-    ValueError,
-    subprocess.SubprocessError,
-)
-
-
-class NotMigratedError(RuntimeError):
-    def __init__(self, pending: list[str]) -> None:
-        super().__init__(
-            f"the database lacks migration(s) {', '.join(pending)}: "
-            "run `jira-status-cache migrate` (or start serve) first"
-        )
 
 
 def add_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
@@ -54,7 +44,7 @@ def add_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
         "refresh", help="read a project's linked issues, or every tracked one, from Jira now"
     )
     which = refresh.add_mutually_exclusive_group(required=True)
-    which.add_argument("--project", metavar="ID", type=_project_id, help="a project's links")
+    which.add_argument("--project", metavar="ID", type=project_id, help="a project's links")
     which.add_argument("--all", action="store_true", help="every tracked issue, in batches")
     letters = commands.add_parser(
         "dead-letters", help="list webhook deliveries that could not be used, newest first"
@@ -63,56 +53,13 @@ def add_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
     letters.add_argument("--json", action="store_true", help="one JSON object a line, full body")
 
 
-def _project_id(text: str) -> str:
-    try:
-        return check_project_id(text)
-    except InvalidProjectIdError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _limit(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1000")
     return int(text)
 
 
-def run(work: Coroutine[Any, Any, int]) -> int:
-    """Run a command's coroutine; a database that is down or behind ends it with exit 1."""
-    try:
-        return asyncio.run(work)
-    except NotMigratedError as exc:
-        print(f"jira-status-cache: {exc}", file=sys.stderr)
-    except DATABASE_DOWN as exc:
-        print(f"jira-status-cache: cannot reach the database: {exc}", file=sys.stderr)
-    return 1
-
-
-@contextlib.asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool over a database whose migrations are all applied."""
-    dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-    pool = await open_pool(dsn, 1, 2)
-    try:
-        async with pool.acquire() as connection:
-            if pending := await migrate.pending_versions(connection):
-                raise NotMigratedError(pending)
-        yield pool
-    finally:
-        await pool.close()
-
-
 # check
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    name: str
-    ok: bool | None  # None: not checked, since an earlier check failed
-    detail: str
-
-    def line(self) -> str:
-        verdict = {True: "ok", False: "FAIL", None: "skip"}[self.ok]
-        return f"{self.name:<11}{verdict:<6}{self.detail}"
 
 
 def check(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
@@ -129,8 +76,6 @@ async def run_checks(env: Mapping[str, str]) -> list[Finding]:
         names = ("jira", "database", "webhook")
         skipped = [Finding(name, None, "needs valid settings") for name in names]
         return [Finding("settings", False, str(exc)), *skipped]
-    from service.cli.webhook import check_webhook  # here: that module imports this one
-
     found = [check_settings(settings), await check_jira(settings), *await check_db(settings)]
     return [*found, await check_webhook(settings, found[1].ok)]
 
@@ -164,7 +109,9 @@ async def check_db(settings: Settings) -> list[Finding]:
     where = "DATABASE_URL" if settings.database_url else f"embedded under {settings.data_dir}"
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-        connection = await asyncpg.connect(dsn, timeout=10)
+        # Through a transaction pooler, named statements would miss on the next transaction.
+        cache = 0 if settings.database_pooler == "transaction" else 100
+        connection = await asyncpg.connect(dsn, timeout=10, statement_cache_size=cache)
     except CONNECT_FAILED as exc:
         failed = Finding("database", False, f"cannot connect ({where}): {exc}")
         return [failed, Finding("migrations", None, "needs the database")]
@@ -173,8 +120,6 @@ async def check_db(settings: Settings) -> list[Finding]:
         found = Finding("database", True, f"PostgreSQL {version} at {redact_dsn(dsn)}")
         migrations = await check_migrations(connection)
         if migrations.ok and "pending" not in migrations.detail:
-            from service.cli.sync import check_sync  # it imports this module
-
             return [found, migrations, await check_sync(connection)]
         return [found, migrations]
     finally:
@@ -197,33 +142,6 @@ async def check_migrations(connection: asyncpg.Connection) -> Finding:
 
 
 # refresh
-
-
-class Progress:
-    """A bar redrawn in place on a terminal; elsewhere, a plain line per batch."""
-
-    WIDTH = 30
-
-    def __init__(self, total: int, out: TextIO, unit: str = "keys") -> None:
-        self.total = total
-        self.unit = unit
-        self.done = 0
-        self.out = out
-        self.live = out.isatty()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        if self.live:
-            filled = self.WIDTH * self.done // self.total
-            bar = "#" * filled + "." * (self.WIDTH - filled)
-            self.out.write(f"\r[{bar}] {self.done}/{self.total} {self.unit}")
-        else:
-            self.out.write(f"{self.done}/{self.total} {self.unit}\n")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.live:
-            self.out.write("\n")
 
 
 def refresh(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -309,11 +227,12 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
 
 def render_letter(letter: webhooks.DeadLetter) -> str:
     shaped = shape_letter(letter)
-    body = " ".join(shaped.body.split())
+    body = printable(" ".join(shaped.body.split()))
     body = body if len(body) <= 160 and not shaped.truncated else body[:157] + "..."
+    delivery = printable(shaped.delivery_id or "(no identifier)")
     return (
-        f"#{shaped.id}  {shaped.received_at}  delivery {shaped.delivery_id or '(no identifier)'}\n"
-        f"    error: {shaped.error}\n"
+        f"#{shaped.id}  {shaped.received_at}  delivery {delivery}\n"
+        f"    error: {printable(shaped.error)}\n"
         f"    body:  {body}"
     )
 

@@ -9,9 +9,16 @@ from datetime import UTC, datetime
 from service.config import JiraSettings, Settings
 from service.jira import client as jira
 from service.jira import webhooks
+from service.model import render_time
 from service.storage import registration
 
 PLACEHOLDER = "<JIRA_WEBHOOK_SECRET>"
+
+
+def printable(text: str) -> str:
+    """`text` with each control or unprintable character escaped as repr() writes it, so that
+    content from Jira or a caller cannot move the cursor, recolour or retitle a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def jira_of(settings: Settings) -> JiraSettings:
@@ -128,11 +135,11 @@ def managed(settings: Settings, saved: registration.Registration | None) -> str:
         return "no (JIRA_WEBHOOK_MANAGE=true keeps the filter on the tracked projects)"
     if saved is None:
         return "no: JIRA_WEBHOOK_MANAGE is on, but `webhook install` has not run"
-    return f"yes, filter last set {saved.set_at.isoformat(timespec='seconds')}"
+    return f"yes, filter last set {render_time(saved.set_at)}"
 
 
 def since(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "none kept (deliveries are kept for WEBHOOK_DEDUPE_DAYS)"
     seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
-    return f"{moment.astimezone(UTC).isoformat(timespec='seconds')} ({seconds:.0f} s ago)"
+    return f"{render_time(moment)} ({seconds:.0f} s ago)"

@@ -9,9 +9,9 @@ from typing import TextIO
 
 import asyncpg
 
-from service.cli.commands import Finding, Progress, SubParsers, database, run
+from service.cli.common import Finding, Progress, SubParsers, database, run
 from service.config import Settings
-from service.storage import registration, watermarks
+from service.storage import gauges, registration, watermarks
 from service.sync.catchup import RoundReport, Syncer
 from service.sync.parts import jira_parts
 
@@ -62,10 +62,8 @@ async def check_sync(connection: asyncpg.Connection) -> Finding:
     if not marks:
         return Finding("sync", True, "no project synced yet")
     failing = [f"{mark.project} ({mark.error})" for mark in marks if mark.error]
-    lags = await connection.fetchval(
-        "SELECT extract(epoch FROM now() - min(verified_at)) FROM sync_projects"
-    )
-    oldest = "never" if lags is None else f"{float(lags):.0f}s ago"
+    age = await gauges.oldest_verified_age(connection)
+    oldest = "never" if age is None else f"{age:.0f}s ago"
     detail = f"{len(marks)} projects, oldest verified {oldest}"
     if failing:
         return Finding("sync", False, f"{detail}; failing: {'; '.join(failing)}"[:500])

@@ -13,14 +13,14 @@ from typing import TextIO
 import asyncpg
 
 from service.cli import display
-from service.cli.commands import CONNECT_FAILED, Finding, SubParsers, database, run
+from service.cli.common import CONNECT_FAILED, Finding, SubParsers, database, run
 from service.cli.display import jira_of
 from service.config import ConfigError, Settings
 from service.http.app import WEBHOOK_PATH
 from service.jira import client as jira
 from service.jira import webhooks
 from service.storage import registration
-from service.storage.pool import resolve_dsn
+from service.storage.embedded import resolve_dsn
 from service.sync import registrar
 
 
@@ -214,8 +214,9 @@ async def check_webhook(settings: Settings, jira_ok: bool | None) -> Finding:
         return Finding("webhook", False, display.scrub(str(error), settings))
     ours = [hook for hook in listed if looks_ours(hook, saved)]
     if not ours:
-        hint = "polling alone keeps the cache fresh; `webhook install --url ...` registers one"
-        return Finding("webhook", True, f"none registered ({hint}); last {last}")
+        # JIRA_WEBHOOK_SECRET says webhooks are expected: without one, changes wait for a sync.
+        hint = "`webhook install --url ...` registers one, or unset JIRA_WEBHOOK_SECRET"
+        return Finding("webhook", False, f"none of ours registered ({hint}); last {last}")
     hook = ours[0]
     if trouble := display.problems(hook):
         return Finding("webhook", False, f"webhook {hook.id} {'; '.join(trouble)}")
@@ -228,7 +229,9 @@ async def _stored(settings: Settings) -> tuple[str | None, str]:
     line says what is wrong with it)."""
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
-        connection = await asyncpg.connect(dsn, timeout=5)
+        # Through a transaction pooler, named statements would miss on the next transaction.
+        cache = 0 if settings.database_pooler == "transaction" else 100
+        connection = await asyncpg.connect(dsn, timeout=5, statement_cache_size=cache)
     except CONNECT_FAILED:
         return None, "delivery unknown"
     try:

@@ -7,7 +7,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.errors import error_response
+from service.http.errors import ErrorCode, error_response
 
 log = logging.getLogger(__name__)
 # A replica that is stopping will not answer again; another one, or this one restarted, will.
@@ -41,7 +41,7 @@ class ShutdownAnswer:
             log.warning("request cut by shutdown", extra={"path": scope["path"]})
             answer = error_response(
                 503,
-                "shutting_down",
+                ErrorCode.SHUTTING_DOWN,
                 "the service is shutting down and stopped this request; retry it",
                 {"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"},
             )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from service.http.services import services
 from service.jira.client import (
     JiraAuthError,
     JiraError,
@@ -23,24 +25,19 @@ from service.storage.pool import DatabaseUnavailableError
 log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER = "5"
+CLIENT_GONE = 499
 JIRA_RETRY_AFTER = 30.0
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    429: "rate_limited",
-    503: "unavailable",
-}
 
 
 class ApiError(Exception):
     """A failure the caller can act on, with a stable code."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -49,20 +46,67 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-# Stable codes callers may branch on; each status's codes are listed in the OpenAPI document.
-UNAUTHORIZED = "unauthorized"
-INVALID_LIMIT = "invalid_limit"
-INVALID_CURSOR = "invalid_cursor"
-INVALID_ID = "invalid_id"
-DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
-UNUSABLE_PAYLOAD = "unusable_payload"
-WEBHOOKS_DISABLED = "webhooks_disabled"
-BODY_TOO_LARGE = "body_too_large"
-DATABASE_UNAVAILABLE = "database_unavailable"
-ISSUE_NOT_FOUND = "issue_not_found"
-JIRA_NOT_CONFIGURED = "jira_not_configured"
-INSUFFICIENT_SCOPE = "insufficient_scope"
-RATE_LIMITED = "rate_limited"
+class ErrorCode(StrEnum):
+    """Every code an error answers: stable, for callers to branch on. The OpenAPI document
+    lists, per operation and status, the members it can answer."""
+
+    BAD_REQUEST = "bad_request"
+    INVALID_KEY = "invalid_key"
+    INVALID_PROJECT_ID = "invalid_project_id"
+    MISSING_KEYS = "missing_keys"
+    TOO_MANY_KEYS = "too_many_keys"
+    INVALID_MAX_AGE = "invalid_max_age"
+    INVALID_LIMIT = "invalid_limit"
+    INVALID_CURSOR = "invalid_cursor"
+    INVALID_FROM = "invalid_from"
+    INVALID_ID = "invalid_id"
+    INVALID_BODY = "invalid_body"
+    INVALID_URL = "invalid_url"
+    HOST_NOT_ALLOWED = "host_not_allowed"
+    UNUSABLE_PAYLOAD = "unusable_payload"
+    UNAUTHORIZED = "unauthorized"
+    INVALID_SIGNATURE = "invalid_signature"
+    MISSING_SIGNATURE = "missing_signature"
+    FORBIDDEN = "forbidden"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    WEBHOOKS_DISABLED = "webhooks_disabled"
+    NOT_FOUND = "not_found"
+    NOT_CACHED = "not_cached"
+    ISSUE_NOT_FOUND = "issue_not_found"
+    LINK_NOT_FOUND = "link_not_found"
+    DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
+    SUBSCRIPTION_NOT_FOUND = "subscription_not_found"
+    SUBSCRIPTION_LIMIT = "subscription_limit"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BODY_TIMEOUT = "body_timeout"
+    CURSOR_EXPIRED = "cursor_expired"
+    BODY_TOO_LARGE = "body_too_large"
+    URI_TOO_LONG = "uri_too_long"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+    JIRA_AUTH_FAILED = "jira_auth_failed"
+    JIRA_ERROR = "jira_error"
+    UNAVAILABLE = "unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    JIRA_UNAVAILABLE = "jira_unavailable"
+    JIRA_SLOW = "jira_slow"
+    JIRA_NOT_CONFIGURED = "jira_not_configured"
+    TOO_MANY_STREAMS = "too_many_streams"
+    SHUTTING_DOWN = "shutting_down"
+    HTTP_ERROR = "http_error"
+
+
+_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.BODY_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.UNAVAILABLE,
+}
 
 
 class Unauthorized(ApiError):
@@ -71,7 +115,7 @@ class Unauthorized(ApiError):
     def __init__(self, problem: str, accepted: str) -> None:
         super().__init__(
             401,
-            UNAUTHORIZED,
+            ErrorCode.UNAUTHORIZED,
             f"{problem}; send {accepted}",
             {"WWW-Authenticate": 'Bearer realm="api"'},
         )
@@ -82,54 +126,68 @@ class InsufficientScope(ApiError):
 
     def __init__(self, client: str, scope: str) -> None:
         message = f"client {client!r} lacks the scope {scope!r} (or admin) this route needs"
-        super().__init__(403, INSUFFICIENT_SCOPE, message)
+        super().__init__(403, ErrorCode.INSUFFICIENT_SCOPE, message)
 
 
 class TooMany(ApiError):
     """Over a per-client limit; `wait` seconds until it may try again."""
 
-    def __init__(self, code: str, message: str, wait: float) -> None:
+    def __init__(self, code: ErrorCode, message: str, wait: float) -> None:
         super().__init__(429, code, message, {"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 class InvalidNumber(ApiError):
-    def __init__(self, code: str, name: str, low: int, high: int | None = None) -> None:
+    def __init__(self, code: ErrorCode, name: str, low: int, high: int | None = None) -> None:
         bounds = f"from {low} to {high}" if high is not None else f"of {low} or more"
         super().__init__(400, code, f"{name} must be a whole number {bounds}")
 
 
 class DeadLetterNotFound(ApiError):
     def __init__(self, letter_id: int) -> None:
-        super().__init__(404, DEAD_LETTER_NOT_FOUND, f"no dead letter {letter_id}")
+        super().__init__(404, ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {letter_id}")
 
 
 class UnusablePayload(ApiError):
     def __init__(self, problem: str) -> None:
-        super().__init__(400, UNUSABLE_PAYLOAD, problem)
+        super().__init__(400, ErrorCode.UNUSABLE_PAYLOAD, problem)
 
 
 class WebhooksDisabled(ApiError):
     def __init__(self) -> None:
-        super().__init__(403, WEBHOOKS_DISABLED, "set JIRA_WEBHOOK_SECRET to accept webhooks")
+        super().__init__(
+            403, ErrorCode.WEBHOOKS_DISABLED, "set JIRA_WEBHOOK_SECRET to accept webhooks"
+        )
 
 
 class IssueNotFound(ApiError):
     def __init__(self, key: str) -> None:
-        super().__init__(404, ISSUE_NOT_FOUND, f"Jira has no issue {key}, or hides it from us")
+        super().__init__(
+            404, ErrorCode.ISSUE_NOT_FOUND, f"Jira has no issue {key}, or hides it from us"
+        )
 
 
 class JiraNotConfigured(ApiError):
     def __init__(self) -> None:
-        super().__init__(503, JIRA_NOT_CONFIGURED, "set JIRA_BASE_URL to read from Jira")
+        super().__init__(503, ErrorCode.JIRA_NOT_CONFIGURED, "set JIRA_BASE_URL to read from Jira")
 
 
 class BodyTooLarge(ApiError):
     def __init__(self, what: str, limit: int) -> None:
-        super().__init__(413, BODY_TOO_LARGE, f"{what} is over the limit of {limit} bytes")
+        super().__init__(
+            413, ErrorCode.BODY_TOO_LARGE, f"{what} is over the limit of {limit} bytes"
+        )
+
+
+class BodyTimeout(ApiError):
+    """A body that did not arrive in time; the connection closes, since its rest may follow."""
+
+    def __init__(self, seconds: float) -> None:
+        message = f"the request body did not arrive within BODY_TIMEOUT ({seconds:g} s)"
+        super().__init__(408, ErrorCode.BODY_TIMEOUT, message, {"Connection": "close"})
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
@@ -144,13 +202,14 @@ async def on_api_error(request: Request, exc: ApiError) -> Response:
 
 
 async def on_http_error(request: Request, exc: HTTPException) -> Response:
-    code = _CODES.get(exc.status_code, "http_error")
+    code = _CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     message = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
     return error_response(exc.status_code, code, message, exc.headers)
 
 
 async def on_invalid_input(request: Request, exc: Exception) -> Response:
-    code = "invalid_key" if isinstance(exc, InvalidKeyError) else "invalid_project_id"
+    invalid_key = isinstance(exc, InvalidKeyError)
+    code = ErrorCode.INVALID_KEY if invalid_key else ErrorCode.INVALID_PROJECT_ID
     return error_response(400, code, str(exc))
 
 
@@ -158,7 +217,7 @@ async def on_database_down(request: Request, exc: DatabaseUnavailableError) -> R
     log.warning("database unreachable", extra={"error": type(exc.__cause__).__name__})
     return error_response(
         503,
-        DATABASE_UNAVAILABLE,
+        ErrorCode.DATABASE_UNAVAILABLE,
         "PostgreSQL is unreachable; retry later",
         {"Retry-After": DATABASE_RETRY_AFTER},
     )
@@ -170,20 +229,36 @@ async def on_jira_error(request: Request, exc: JiraError) -> Response:
     if isinstance(exc, JiraUnavailableError | JiraRateLimitedError):
         wait = exc.retry_after or JIRA_RETRY_AFTER
         headers = {"Retry-After": str(max(1, round(wait)))}
-        return error_response(503, "jira_unavailable", str(exc), headers)
+        return error_response(503, ErrorCode.JIRA_UNAVAILABLE, str(exc), headers)
     if isinstance(exc, JiraAuthError):
-        return error_response(502, "jira_auth_failed", str(exc))
-    return error_response(502, "jira_error", str(exc))
+        return error_response(502, ErrorCode.JIRA_AUTH_FAILED, str(exc))
+    return error_response(502, ErrorCode.JIRA_ERROR, str(exc))
+
+
+async def on_body_timeout(request: Request, exc: BodyTimeout) -> Response:
+    log.info("request body too slow", extra={"path": request.url.path})
+    services(request).metrics.abandoned.labels("body_timeout").inc()
+    return render_error(exc)
+
+
+async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """The client went away before its request was read: nobody to answer, nothing wrong."""
+    log.info("client went away mid-request", extra={"path": request.url.path})
+    services(request).metrics.abandoned.labels("client_gone").inc()
+    # 499, as nginx logs it: the access log and the latency metric count it apart from 5xx.
+    return Response(status_code=CLIENT_GONE)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
-    return error_response(500, "internal_error", "an unexpected error occurred")
+    return error_response(500, ErrorCode.INTERNAL_ERROR, "an unexpected error occurred")
 
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
 HANDLERS: dict[Any, Handler] = {
     ApiError: on_api_error,
+    BodyTimeout: on_body_timeout,
+    ClientDisconnect: on_client_gone,
     HTTPException: on_http_error,
     InvalidKeyError: on_invalid_input,
     InvalidProjectIdError: on_invalid_input,

@@ -3,6 +3,7 @@ cap on body size."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable, Iterable
 
@@ -11,9 +12,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http.clients import Client, TooManyStreamsError
 from service.http.errors import (
-    RATE_LIMITED,
     ApiError,
+    BodyTimeout,
     BodyTooLarge,
+    ErrorCode,
     InsufficientScope,
     TooMany,
     Unauthorized,
@@ -97,7 +99,7 @@ class ScopeGuard:
         wait = admit(client)
         if wait > 0:
             message = f"client {client.name!r} is over its request rate (CLIENT_RATE)"
-            return TooMany(RATE_LIMITED, message, wait)
+            return TooMany(ErrorCode.RATE_LIMITED, message, wait)
         return None
 
 
@@ -113,15 +115,17 @@ def open_stream(connection: HTTPConnection) -> Callable[[], None]:
     try:
         return services(connection).clients.open_stream(caller(connection))
     except TooManyStreamsError as exc:
-        raise TooMany("too_many_streams", str(exc), STREAM_RETRY_SECONDS) from None
+        raise TooMany(ErrorCode.TOO_MANY_STREAMS, str(exc), STREAM_RETRY_SECONDS) from None
 
 
 class BodyLimit:
-    """Answer 413 for a body over the limit, declared up front or streamed."""
+    """Answer 413 for a body over the limit, declared up front or streamed, and 408 for one
+    that has not arrived within `timeout` seconds of the request's head."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,12 +137,20 @@ class BodyLimit:
         await self.app(scope, self._counting(receive), send)
 
     def _counting(self, receive: Receive) -> Receive:
-        seen = 0
+        seen, more = 0, True
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, more
+            if not more:  # the body is in: what comes now is a disconnect, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout) from None
             seen += len(message.get("body", b""))
+            more = message["type"] == "http.request" and message.get("more_body", False)
             if seen > self.limit:
                 raise self._too_large()
             return message

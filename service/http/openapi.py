@@ -9,10 +9,13 @@ from starlette.responses import JSONResponse, Response
 
 from service import shapes
 from service.config import Settings
+from service.http.errors import ErrorCode
 from service.http.services import services
-from service.model import KEY_PATTERN, PROJECT_ID_PATTERN
+from service.model import PROJECT_ID_PATTERN
+from service.shapes import changes, links, probes
 
 Schema = dict[str, Any]
+DOCUMENTED = shapes.DOCUMENTED + links.DOCUMENTED + probes.DOCUMENTED + changes.DOCUMENTED
 
 # Callers may send keys in any case: the server upper-cases them, then checks KEY_PATTERN.
 KEY_INPUT = "^[A-Za-z][A-Za-z0-9_]*-[1-9][0-9]*$"
@@ -35,7 +38,9 @@ A cache of Jira issue status. Every error answers `{"error": {"code", "message"}
 operation lists the codes it can answer under each status. A path not listed here answers 404
 `not_found`; a listed path called with a method it does not list answers 405
 `method_not_allowed` with an `Allow` header (or 404); a body over the limit answers 413
-`body_too_large` on any route. Bearer tokens are a client's (`jira-status-cache client add`,
+`body_too_large` on any route, one that does not arrive within BODY_TIMEOUT 408 `body_timeout`,
+a URL over 16 KiB 414 `uri_too_long`, headers over 64 KiB 431 `headers_too_large`, and what is
+not HTTP at all 400 `bad_request`. Bearer tokens are a client's (`jira-status-cache client add`,
 or API_TOKENS and ADMIN_TOKENS); each API route needs a scope: `read` (issues, links, changes,
 the stream), `subscribe` (the client's own subscriptions), `refresh` (refresh routes, the cron
 route, which also takes CRON_SECRET) or `admin` (every route, dead letters, every
@@ -60,11 +65,7 @@ def document(settings: Settings) -> Schema:
         | change_paths(settings)
         | subscription_paths(),
         "components": {
-            "schemas": shapes.schemas(REF)
-            | link_schemas()
-            | service_schemas()
-            | change_schemas()
-            | subscription_schemas(settings),
+            "schemas": shapes.schemas(REF, DOCUMENTED) | service_schemas(),
             "securitySchemes": {"bearer": bearer()},
         },
     }
@@ -89,10 +90,6 @@ def ref(name: str) -> Schema:
     return {"$ref": REF.format(name=name)}
 
 
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
 def record(**properties: Schema) -> Schema:
     """A closed object whose properties are all required."""
     return {
@@ -115,60 +112,9 @@ def array(items: Schema) -> Schema:
     return {"type": "array", "items": items}
 
 
-def link_schemas() -> dict[str, Schema]:
-    """The answers that hold issues; the Issue itself is a shape (service.shapes)."""
-    key, stamp = text(pattern=KEY_PATTERN.pattern), text(format="date-time")
-    project_id = text(pattern=PROJECT_ID_PATTERN.pattern)
-    return {
-        "IssueBatch": record(issues=array(ref("Issue")), missing=array(key)),
-        "Link": record(
-            key=key,
-            linked_at=stamp,
-            state=nullable(choice("not_found")),
-            issue=nullable(ref("Issue")),
-        ),
-        "LinkList": record(project_id=project_id, links=array(ref("Link"))),
-        "LinkResult": record(
-            project_id=project_id,
-            key=key,
-            created={"type": "boolean"},
-            state=choice("ok", "not_found", "deleted", "error", "pending"),
-            issue=nullable(ref("Issue")),
-        ),
-    }
-
-
-def webhook_health() -> Schema:
-    """The fields of health.Verdict.as_json."""
-    count = {"type": "integer", "minimum": 0}
-    return record(
-        state=choice("ok", "missing", "silent", "unconfigured", "unknown"),
-        last_delivery_at=nullable(text(format="date-time")),
-        webhook_share_last_hour=nullable({"type": "number", "minimum": 0, "maximum": 1}),
-        changes_last_hour={"type": "object", "additionalProperties": count},
-        missed_last_hour=count,
-        missing_projects=array(text()),
-    )
-
-
 def service_schemas() -> dict[str, Schema]:
-    readiness = record(
-        status=choice("ready", "unavailable"),
-        database=choice("ok", "unreachable"),
-        pending_migrations=array(text()),
-    )
-    outcome = choice("applied", "stale", "duplicate", "ignored", "due")
-    return {
-        "Health": record(
-            status=choice("ok"),
-            jira=choice("ok", "degraded", "unconfigured"),
-            webhooks=webhook_health(),
-        ),
-        "Readiness": readiness | {"required": ["status", "database"]},
-        "WebhookEvent": webhook_event(),
-        "WebhookOutcome": record(outcome=outcome),
-        "Error": error_body(),
-    }
+    """What no shape declares: Jira's event, documented as Jira sends it, and the error."""
+    return {"WebhookEvent": webhook_event(), "Error": error_body()}
 
 
 def webhook_event() -> Schema:
@@ -191,7 +137,7 @@ def webhook_event() -> Schema:
     }
 
 
-def error_body(*codes: str) -> Schema:
+def error_body(*codes: ErrorCode) -> Schema:
     return record(error=record(code=choice(*codes) if codes else text(), message=text()))
 
 
@@ -205,25 +151,27 @@ def answer(description: str, schema: Schema | None = None, headers: Schema | Non
     return found | ({"headers": headers} if headers else {})
 
 
-def fail(description: str, *codes: str, headers: Schema | None = None) -> Schema:
+def fail(description: str, *codes: ErrorCode, headers: Schema | None = None) -> Schema:
     return answer(description, error_body(*codes), headers)
 
 
-def unavailable(*codes: str) -> Schema:
+def unavailable(*codes: ErrorCode) -> Schema:
     retry = {"Retry-After": {"schema": text(pattern="^[0-9]+$"), "description": "seconds"}}
     return fail("PostgreSQL or Jira is unavailable; retry later", *codes, headers=retry)
 
 
-def missing(*codes: str) -> Schema:
+def missing(*codes: ErrorCode) -> Schema:
     """A 404 of a path with parameters: one that is empty or holds a slash or a line break
     leaves the path matching no route."""
     about = "not found (`not_found`: a path parameter was empty or held a slash or line break)"
-    return fail(about, *codes, "not_found")
+    return fail(about, *codes, ErrorCode.NOT_FOUND)
 
 
 def jira_failed() -> Schema:
     return fail(
-        "Jira refused our credentials or answered nonsense", "jira_auth_failed", "jira_error"
+        "Jira refused our credentials or answered nonsense",
+        ErrorCode.JIRA_AUTH_FAILED,
+        ErrorCode.JIRA_ERROR,
     )
 
 
@@ -231,18 +179,18 @@ def guarded(responses: dict[str, Schema]) -> dict[str, Schema]:
     """The responses of a route that answers 401 without an accepted bearer token."""
     challenge = {"WWW-Authenticate": {"schema": text(), "description": "Bearer"}}
     return responses | {
-        "401": fail("no or unknown bearer token", "unauthorized", headers=challenge)
+        "401": fail("no or unknown bearer token", ErrorCode.UNAUTHORIZED, headers=challenge)
     }
 
 
-def scoped(responses: dict[str, Schema], scope: str, *limits: str) -> dict[str, Schema]:
+def scoped(responses: dict[str, Schema], scope: str, *limits: ErrorCode) -> dict[str, Schema]:
     """The responses of a route a client opens with `scope` (or admin): also 403 for a client
     without it, and 429 over the client's request rate (or one of its other `limits`)."""
     retry = {"Retry-After": {"schema": text(pattern="^[0-9]+$"), "description": "seconds"}}
     lacking = f"the client lacks the scope `{scope}` (or `admin`)"
     return guarded(responses) | {
-        "403": fail(lacking, "insufficient_scope"),
-        "429": fail("over a per-client limit", "rate_limited", *limits, headers=retry),
+        "403": fail(lacking, ErrorCode.INSUFFICIENT_SCOPE),
+        "429": fail("over a per-client limit", ErrorCode.RATE_LIMITED, *limits, headers=retry),
     }
 
 
@@ -293,7 +241,8 @@ def probe_paths() -> Schema:
     }
     prometheus = {"text/plain": {"schema": text()}}
     scraped = {"description": "Prometheus text exposition format", "content": prometheus}
-    metrics = guarded({"200": scraped, "503": unavailable("database_unavailable")})
+    # With PostgreSQL down it still answers, jsc_database_up 0: what alerts on it read.
+    metrics = guarded({"200": scraped})
     described = {"200": answer("this document", {"type": "object"})}
     return {
         "/healthz": {"get": operation("healthz", "Liveness", health, security=PUBLIC)},
@@ -304,16 +253,23 @@ def probe_paths() -> Schema:
 
 
 def issue_paths(settings: Settings) -> Schema:
-    down = unavailable("database_unavailable", "jira_unavailable", "jira_slow")
-    absent = missing("not_cached", "issue_not_found")
+    down = unavailable(
+        ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.JIRA_UNAVAILABLE, ErrorCode.JIRA_SLOW
+    )
+    absent = missing(ErrorCode.NOT_CACHED, ErrorCode.ISSUE_NOT_FOUND)
     one = {
         "200": answer("the issue, read through Jira if missing or over max_age", ref("Issue")),
-        "400": fail("invalid input", "invalid_key", "invalid_max_age"),
+        "400": fail("invalid input", ErrorCode.INVALID_KEY, ErrorCode.INVALID_MAX_AGE),
         "404": absent,
         "502": jira_failed(),
         "503": down,
     }
-    codes = ("missing_keys", "too_many_keys", "invalid_key", "invalid_max_age")
+    codes = (
+        ErrorCode.MISSING_KEYS,
+        ErrorCode.TOO_MANY_KEYS,
+        ErrorCode.INVALID_KEY,
+        ErrorCode.INVALID_MAX_AGE,
+    )
     many = {
         "200": answer(
             "the cached issues and the keys neither cache nor Jira has", ref("IssueBatch")
@@ -324,10 +280,14 @@ def issue_paths(settings: Settings) -> Schema:
     }
     refreshed = {
         "200": answer("the issue, just read from Jira", ref("Issue")),
-        "400": fail("invalid key", "invalid_key"),
-        "404": missing("issue_not_found"),
+        "400": fail("invalid key", ErrorCode.INVALID_KEY),
+        "404": missing(ErrorCode.ISSUE_NOT_FOUND),
         "502": jira_failed(),
-        "503": unavailable("database_unavailable", "jira_unavailable", "jira_not_configured"),
+        "503": unavailable(
+            ErrorCode.DATABASE_UNAVAILABLE,
+            ErrorCode.JIRA_UNAVAILABLE,
+            ErrorCode.JIRA_NOT_CONFIGURED,
+        ),
     }
     return {
         "/api/v1/issues": {
@@ -354,14 +314,16 @@ def issue_paths(settings: Settings) -> Schema:
 
 
 def link_paths() -> Schema:
-    db_down = unavailable("database_unavailable")
+    db_down = unavailable(ErrorCode.DATABASE_UNAVAILABLE)
     listed = {
         "200": answer("the project's links, each with its cached issue", ref("LinkList")),
-        "400": fail("invalid project id", "invalid_project_id"),
+        "400": fail("invalid project id", ErrorCode.INVALID_PROJECT_ID),
         "404": missing(),
         "503": db_down,
     }
-    bad_link = fail("invalid project id or key", "invalid_project_id", "invalid_key")
+    bad_link = fail(
+        "invalid project id or key", ErrorCode.INVALID_PROJECT_ID, ErrorCode.INVALID_KEY
+    )
     linked = {
         "200": answer("the link existed", ref("LinkResult")),
         "201": answer(
@@ -374,7 +336,7 @@ def link_paths() -> Schema:
     unlinked = {
         "204": answer("unlinked"),
         "400": bad_link,
-        "404": missing("link_not_found"),
+        "404": missing(ErrorCode.LINK_NOT_FOUND),
         "503": db_down,
     }
     refreshed = {
@@ -383,10 +345,14 @@ def link_paths() -> Schema:
             " within REFRESH_TIMEOUT while the rest goes on",
             ref("ProjectReport"),
         ),
-        "400": fail("invalid project id", "invalid_project_id"),
+        "400": fail("invalid project id", ErrorCode.INVALID_PROJECT_ID),
         "404": missing(),
         "502": jira_failed(),
-        "503": unavailable("database_unavailable", "jira_unavailable", "jira_not_configured"),
+        "503": unavailable(
+            ErrorCode.DATABASE_UNAVAILABLE,
+            ErrorCode.JIRA_UNAVAILABLE,
+            ErrorCode.JIRA_NOT_CONFIGURED,
+        ),
     }
     project, key = project_in_path(), key_in_path()
     return {
@@ -416,7 +382,7 @@ def hook_paths() -> Schema:
             ref("Report"),
         ),
         "502": jira_failed(),
-        "503": unavailable("database_unavailable", "jira_not_configured"),
+        "503": unavailable(ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.JIRA_NOT_CONFIGURED),
     }
     letters = {
         "200": answer(
@@ -424,14 +390,14 @@ def hook_paths() -> Schema:
             " of the next page, null on the last",
             ref("DeadLetters"),
         ),
-        "400": fail("invalid limit or cursor", "invalid_limit", "invalid_cursor"),
-        "503": unavailable("database_unavailable"),
+        "400": fail("invalid limit or cursor", ErrorCode.INVALID_LIMIT, ErrorCode.INVALID_CURSOR),
+        "503": unavailable(ErrorCode.DATABASE_UNAVAILABLE),
     }
     letter = {
         "200": answer("the letter with its whole body", ref("DeadLetter")),
-        "400": fail("invalid id", "invalid_id"),
-        "404": missing("dead_letter_not_found"),
-        "503": unavailable("database_unavailable"),
+        "400": fail("invalid id", ErrorCode.INVALID_ID),
+        "404": missing(ErrorCode.DEAD_LETTER_NOT_FOUND),
+        "503": unavailable(ErrorCode.DATABASE_UNAVAILABLE),
     }
     limit = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
     cursor = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
@@ -467,12 +433,14 @@ def webhook() -> Schema:
         "400": fail(
             "the body is not JSON, not a Jira event, or names no usable issue id or key"
             " (kept as a dead letter)",
-            "unusable_payload",
+            ErrorCode.UNUSABLE_PAYLOAD,
         ),
-        "401": fail("bad or missing signature", "invalid_signature", "missing_signature"),
-        "403": fail("JIRA_WEBHOOK_SECRET is not set", "webhooks_disabled"),
-        "413": fail("the body is over WEBHOOK_MAX_BODY_BYTES", "body_too_large"),
-        "503": unavailable("database_unavailable"),
+        "401": fail(
+            "bad or missing signature", ErrorCode.INVALID_SIGNATURE, ErrorCode.MISSING_SIGNATURE
+        ),
+        "403": fail("JIRA_WEBHOOK_SECRET is not set", ErrorCode.WEBHOOKS_DISABLED),
+        "413": fail("the body is over WEBHOOK_MAX_BODY_BYTES", ErrorCode.BODY_TOO_LARGE),
+        "503": unavailable(ErrorCode.DATABASE_UNAVAILABLE),
     }
     signature = "METHOD=HEX: HMAC of the raw body with JIRA_WEBHOOK_SECRET, sha256/384/512"
     found = operation(
@@ -494,29 +462,6 @@ def webhook() -> Schema:
 CURSOR = "^[0-9a-f]{32}$"
 
 
-def change_schemas() -> dict[str, Schema]:
-    """An entry of the change log, and a page of them."""
-    fields = {
-        "type": "object",
-        "description": "each served field that changed: [old, new]; a newly cached issue"
-        " lists what it has from null, with state [null, ok]",
-        "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2},
-        "propertyNames": choice("key", "status", "summary", "assignee", "priority", "state"),
-    }
-    return {
-        "Change": record(
-            cursor=text(pattern=CURSOR),
-            issue_id=text(pattern="^[0-9]+$"),
-            key=text(pattern=KEY_PATTERN.pattern),
-            at=text(format="date-time"),
-            source=choice("webhook", "sync", "poll", "refresh"),
-            fields=fields,
-            issue=ref("Issue"),
-        ),
-        "ChangePage": record(changes=array(ref("Change")), next=text(pattern=CURSOR)),
-    }
-
-
 def change_filters(settings: Settings) -> list[Schema]:
     project_id = text(pattern=PROJECT_ID_PATTERN.pattern, examples=["checkout"])
     start = choice("now", "beginning")
@@ -529,20 +474,36 @@ def change_filters(settings: Settings) -> list[Schema]:
 
 
 def change_paths(settings: Settings) -> Schema:
-    codes = ("invalid_cursor", "invalid_from", "invalid_project_id", "invalid_key")
-    bad = fail("invalid input", *codes, "invalid_limit", "missing_keys", "too_many_keys")
-    expired = fail("entries after the cursor were pruned: read afresh", "cursor_expired")
+    codes = (
+        ErrorCode.INVALID_CURSOR,
+        ErrorCode.INVALID_FROM,
+        ErrorCode.INVALID_PROJECT_ID,
+        ErrorCode.INVALID_KEY,
+    )
+    bad = fail(
+        "invalid input",
+        *codes,
+        ErrorCode.INVALID_LIMIT,
+        ErrorCode.MISSING_KEYS,
+        ErrorCode.TOO_MANY_KEYS,
+    )
+    expired = fail("entries after the cursor were pruned: read afresh", ErrorCode.CURSOR_EXPIRED)
     page = {
         "200": answer("the readable entries after the cursor, oldest first", ref("ChangePage")),
         "400": bad,
         "410": expired,
-        "503": unavailable("database_unavailable"),
+        "503": unavailable(ErrorCode.DATABASE_UNAVAILABLE),
     }
     events = {"text/event-stream": {"schema": text()}}
-    about = "`event: change`, `id:` the cursor, `data:` a Change as JSON; comment pings"
+    about = (
+        "`event: change`, `id:` the cursor, `data:` a Change as JSON; comment pings; a stream"
+        " that falls STREAM_BUFFER entries behind ends with `event: dropped` whose `id` is the"
+        " cursor to resume after"
+    )
     stream = page | {
         "200": {"description": about, "content": events},
-        "400": fail("invalid input", *codes, "missing_keys", "too_many_keys"),
+        "400": fail("invalid input", *codes, ErrorCode.MISSING_KEYS, ErrorCode.TOO_MANY_KEYS),
+        "503": unavailable(ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.TOO_MANY_STREAMS),
     }
     limit = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
     resume = parameter("header", "Last-Event-ID", text(pattern=CURSOR), "resume after it", False)
@@ -560,7 +521,7 @@ def change_paths(settings: Settings) -> Schema:
             "get": operation(
                 "streamChanges",
                 "Changes as Server-Sent Events",
-                scoped(stream, "read", "too_many_streams"),
+                scoped(stream, "read", ErrorCode.TOO_MANY_STREAMS),
                 *change_filters(settings),
                 resume,
             )
@@ -570,65 +531,18 @@ def change_paths(settings: Settings) -> Schema:
 
 # Subscriptions
 
-FIELD_NAMES = ("key", "status", "summary", "assignee", "priority", "state")
-
-
-def subscription_schemas(settings: Settings) -> dict[str, Schema]:
-    """A subscription as shown, with its lag, as created (with its secret), and as asked for."""
-    when = nullable(text(format="date-time"))
-    keys = array(text(pattern=KEY_INPUT)) | {"minItems": 1, "maxItems": settings.max_batch_keys}
-    fields = array(choice(*FIELD_NAMES)) | {"minItems": 1}
-    shown = {
-        "id": text(pattern="^[0-9]+$"),
-        "url": text(),
-        "project_id": nullable(text(pattern=PROJECT_ID_PATTERN.pattern)),
-        "keys": nullable(array(text(pattern=KEY_PATTERN.pattern))),
-        "fields": nullable(array(choice(*FIELD_NAMES))),
-        "created_at": text(format="date-time"),
-        "cursor": text(pattern=CURSOR),
-        "delivered": {"type": "integer", "minimum": 0},
-        "last_success_at": when,
-        "last_error": nullable(text()),
-        "last_error_at": when,
-        "paused": {"type": "boolean"},
-        "paused_at": when,
-        "paused_reason": nullable(text()),
-        "client": nullable(text(description="the client that made it; null: made while open")),
-        "previous_secret_until": when,
-    }
-    lag = record(entries={"type": "integer", "minimum": 0}, seconds={"type": "number"})
-    asked = record(
-        url=text(format="uri", examples=["https://hooks.internal.example/jira"]),
-        project_id=text(pattern=PROJECT_ID_PATTERN.pattern),
-        keys=keys,
-        fields=fields,
-    )
-    return {
-        "Subscription": record(**shown),
-        "SubscriptionStatus": record(**shown, lag=lag),
-        "NewSubscription": record(
-            **shown,
-            secret=text(
-                pattern="^whsec_",
-                description="signs every delivery (Standard Webhooks); shown only here, once",
-            ),
-        ),
-        "Subscriptions": record(subscriptions=array(ref("Subscription"))),
-        "SubscriptionRequest": asked | {"required": ["url"]},
-    }
-
 
 def subscription_paths() -> Schema:
-    gone = missing("subscription_not_found")
-    bad_id = fail("invalid id", "invalid_id")
-    down = unavailable("database_unavailable")
+    gone = missing(ErrorCode.SUBSCRIPTION_NOT_FOUND)
+    bad_id = fail("invalid id", ErrorCode.INVALID_ID)
+    down = unavailable(ErrorCode.DATABASE_UNAVAILABLE)
     refused = fail(
         "invalid body or URL, or a host SUBSCRIPTION_ALLOWED_HOSTS does not allow",
-        "invalid_body",
-        "invalid_url",
-        "host_not_allowed",
-        "invalid_key",
-        "invalid_project_id",
+        ErrorCode.INVALID_BODY,
+        ErrorCode.INVALID_URL,
+        ErrorCode.HOST_NOT_ALLOWED,
+        ErrorCode.INVALID_KEY,
+        ErrorCode.INVALID_PROJECT_ID,
     )
     one = {"400": bad_id, "404": gone, "503": down}
     number = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
@@ -639,7 +553,7 @@ def subscription_paths() -> Schema:
     }
     created = answer("created; the secret is shown this once", ref("NewSubscription"))
     rotated = ref("NewSubscription")
-    limit = fail("the client holds CLIENT_MAX_SUBSCRIPTIONS already", "subscription_limit")
+    limit = fail("the client holds CLIENT_MAX_SUBSCRIPTIONS already", ErrorCode.SUBSCRIPTION_LIMIT)
     return {
         "/api/v1/subscriptions": {
             "get": operation(
@@ -680,9 +594,9 @@ def subscription_paths() -> Schema:
                         "200": answer("resumed", ref("Subscription")),
                         "400": fail(
                             "invalid id, or its target no longer allowed (it stays paused)",
-                            "invalid_id",
-                            "host_not_allowed",
-                            "invalid_url",
+                            ErrorCode.INVALID_ID,
+                            ErrorCode.HOST_NOT_ALLOWED,
+                            ErrorCode.INVALID_URL,
                         ),
                     },
                     "subscribe",

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.http.errors import ApiError, IssueNotFound, JiraNotConfigured
+from service.http.errors import ApiError, ErrorCode, IssueNotFound, JiraNotConfigured
 from service.http.issues import render_issue_now
 from service.http.responses import ShapedResponse
 from service.http.services import services
@@ -35,7 +35,9 @@ async def refresh_issue(request: Request) -> Response:
     if report.results[key].outcome == "not_found" and cached is None:
         raise IssueNotFound(key)
     if cached is None:
-        raise ApiError(502, "jira_error", report.results[key].error or "no answer for the key")
+        raise ApiError(
+            502, ErrorCode.JIRA_ERROR, report.results[key].error or "no answer for the key"
+        )
     return ShapedResponse(render_issue_now(request, cached))
 
 

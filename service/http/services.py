@@ -13,12 +13,14 @@ from service.jira.client import JiraClient
 from service.metrics import Metrics
 from service.sync.feed import Feed
 from service.sync.health import WebhookHealth
+from service.sync.hub import Hub
 from service.sync.memo import Memo
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
 from service.sync.subscribers import Deliveries
 from service.sync.verified import Verified
+from service.sync.webhook import Receiver
 
 KEY = "services"  # the lifespan state's one entry
 
@@ -34,10 +36,12 @@ class Services:
     poller: Poller | None
     reader: Reader
     feed: Feed
+    hub: Hub
     verified: Verified
     health: WebhookHealth
     deliveries: Deliveries | None
     clients: Clients
+    receiver: Receiver | None
 
 
 def services(connection: HTTPConnection) -> Services:

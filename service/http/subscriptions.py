@@ -5,29 +5,37 @@ rotate the secret. A client sees and changes only its own (admin: every one); an
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
+from service.http.bodies import decode, read_body
 from service.http.clients import Client
-from service.http.errors import INVALID_ID, RATE_LIMITED, ApiError, TooMany
+from service.http.errors import ApiError, ErrorCode, TooMany
 from service.http.middleware import caller
+from service.http.params import whole_param
+from service.http.responses import ShapedResponse
 from service.http.services import services
-from service.http.webhook import whole_number
-from service.model import check_project_id, normalize_key, render_time
+from service.model import check_project_id, normalize_key
+from service.shapes import changes as shapes
 from service.storage import changes, subscriptions
 from service.storage.changes import Filter
-from service.storage.subscriptions import EVERYONE, Lag, Subscription, Viewer
+from service.storage.subscriptions import EVERYONE, Subscription, Viewer
 from service.sync.subscribers import Deliveries
 from service.sync.targets import TargetRefusedError, check_target
 
-FIELDS = ("key", "status", "summary", "assignee", "priority", "state")
 SECRET_BYTES = 32  # Standard Webhooks asks for 24 to 64
+MAX_BODY = 64 * 1024  # far above any valid request: a URL and 500 keys
+# The code of a 400 for a body member that does not fit its shape; others are invalid_body.
+BODY_CODES = {
+    "url": ErrorCode.INVALID_URL,
+    "project_id": ErrorCode.INVALID_PROJECT_ID,
+    "keys": ErrorCode.INVALID_KEY,
+}
 
 
 class SubscriptionLimit(ApiError):
@@ -36,42 +44,18 @@ class SubscriptionLimit(ApiError):
             f"client {client!r} holds {limit} subscriptions, its limit"
             " (CLIENT_MAX_SUBSCRIPTIONS); delete one first"
         )
-        super().__init__(409, "subscription_limit", message)
+        super().__init__(409, ErrorCode.SUBSCRIPTION_LIMIT, message)
 
 
 class SubscriptionNotFound(ApiError):
     def __init__(self, subscription_id: int) -> None:
         message = f"no subscription has the id {subscription_id}"
-        super().__init__(404, "subscription_not_found", message)
+        super().__init__(404, ErrorCode.SUBSCRIPTION_NOT_FOUND, message)
 
 
-def render(subscription: Subscription, lag: Lag | None = None) -> dict[str, Any]:
+def render(subscription: Subscription) -> shapes.Subscription:
     """A subscription as the API shows it: never its secret."""
-    shown: dict[str, Any] = {
-        "id": str(subscription.id),
-        "url": subscription.url,
-        "project_id": subscription.project_id,
-        "keys": subscription.keys,
-        "fields": subscription.fields,
-        "created_at": render_time(subscription.created_at),
-        "cursor": subscription.cursor.encode(),
-        "delivered": subscription.delivered,
-        "last_success_at": _time(subscription.last_success_at),
-        "last_error": subscription.last_error,
-        "last_error_at": _time(subscription.last_error_at),
-        "paused": subscription.paused_at is not None,
-        "paused_at": _time(subscription.paused_at),
-        "paused_reason": subscription.paused_reason,
-        "client": subscription.client,
-        "previous_secret_until": _time(subscription.previous_secret_until),
-    }
-    if lag is not None:
-        shown["lag"] = {"entries": lag.entries, "seconds": round(lag.seconds, 3)}
-    return shown
-
-
-def _time(value: Any) -> str | None:
-    return None if value is None else render_time(value)
+    return shapes.Subscription(**shapes.shape_subscription(subscription))
 
 
 def new_secret() -> str:
@@ -84,56 +68,27 @@ def check_url(url: Any, allowed: frozenset[str]) -> str:
     try:
         return check_target(url, allowed)
     except TargetRefusedError as exc:
-        raise ApiError(400, exc.code, str(exc)) from None
+        raise ApiError(400, ErrorCode(exc.code), str(exc)) from None
 
 
 def parse_request(body: bytes, settings: Settings) -> tuple[str, Filter, list[str] | None]:
-    try:
-        asked = json.loads(body)
-    except ValueError:
-        asked = None
-    if not isinstance(asked, dict):
-        raise ApiError(400, "invalid_body", "the body must be a JSON object with a url")
-    unknown = set(asked) - {"url", "project_id", "keys", "fields"}
-    if unknown:
-        raise ApiError(400, "invalid_body", f"unknown members: {', '.join(sorted(unknown))}")
-    url = check_url(asked.get("url"), settings.subscription_allowed_hosts)
-    project_id = asked.get("project_id")
-    if project_id is not None:
-        project_id = check_project_id(_text(project_id, "project_id"))
-    return url, Filter(project_id, _keys(asked.get("keys"), settings)), _fields(asked.get("fields"))
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_body", f"{name} must be a string")
-    return value
-
-
-def _keys(value: Any, settings: Settings) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not 1 <= len(value) <= settings.max_batch_keys:
-        limit = settings.max_batch_keys
-        raise ApiError(400, "invalid_body", f"keys must be a list of 1 to {limit} issue keys")
-    return list(dict.fromkeys(normalize_key(_text(key, "each key")) for key in value))
-
-
-def _fields(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or not set(value) <= set(FIELDS):
-        raise ApiError(400, "invalid_body", f"fields must be a list of some of {', '.join(FIELDS)}")
-    return list(dict.fromkeys(value))
+    asked = decode(body, shapes.SubscriptionRequest, BODY_CODES)
+    url = check_url(asked.url, settings.subscription_allowed_hosts)
+    project_id = None if asked.project_id is None else check_project_id(asked.project_id)
+    keys = None
+    if asked.keys is not None:
+        keys = list(dict.fromkeys(normalize_key(key) for key in asked.keys))
+    fields = None if asked.fields is None else list(dict.fromkeys(map(str, asked.fields)))
+    return url, Filter(project_id, keys), fields
 
 
 async def create_subscription(request: Request) -> Response:
     found, client = services(request), caller(request)
-    url, only, fields = parse_request(await request.body(), found.settings)
+    url, only, fields = parse_request(await read_body(request, MAX_BODY), found.settings)
     wait = 0.0 if client is None else found.clients.admit_subscribing(client)
     if wait > 0:
         message = "subscriptions are made at most CLIENT_SUBSCRIBE_RATE a minute per client"
-        raise TooMany(RATE_LIMITED, message, wait)
+        raise TooMany(ErrorCode.RATE_LIMITED, message, wait)
     secret = new_secret()
     start = await changes.current_cursor(found.pool)  # from now: what changes after creation
     limit = None if client is None else found.clients.subscription_limit(client)
@@ -144,18 +99,21 @@ async def create_subscription(request: Request) -> Response:
     if subscription is None:
         raise SubscriptionLimit(owner or "", limit or 0)
     _nudge(request)
-    return JSONResponse(render(subscription) | {"secret": secret}, status_code=201)
+    shown = shapes.NewSubscription(**shapes.shape_subscription(subscription), secret=secret)
+    return ShapedResponse(shown, status_code=201)
 
 
 async def list_subscriptions(request: Request) -> Response:
     found = await subscriptions.listed(services(request).pool, _viewer(request))
-    return JSONResponse({"subscriptions": [render(subscription) for subscription in found]})
+    return ShapedResponse(shapes.Subscriptions([render(subscription) for subscription in found]))
 
 
 async def get_subscription(request: Request) -> Response:
     subscription = await _find(request)
     lag = await subscriptions.lag(services(request).pool, subscription)
-    return JSONResponse(render(subscription, lag))
+    shown = shapes.shape_subscription(subscription)
+    lagging = shapes.Lag(lag.entries, round(lag.seconds, 3))
+    return ShapedResponse(shapes.SubscriptionStatus(**shown, lag=lagging))
 
 
 async def delete_subscription(request: Request) -> Response:
@@ -173,12 +131,12 @@ async def resume_subscription(request: Request) -> Response:
     except TargetRefusedError as exc:
         reason = f"target no longer allowed: {exc}"
         await subscriptions.pause(found.pool, subscription.id, reason)
-        raise ApiError(400, exc.code, f"not resumed: {reason}") from None
+        raise ApiError(400, ErrorCode(exc.code), f"not resumed: {reason}") from None
     resumed = await subscriptions.resume(found.pool, subscription.id, _viewer(request))
     if resumed is None:
         raise SubscriptionNotFound(subscription.id)
     _nudge(request)
-    return JSONResponse(render(resumed))
+    return ShapedResponse(render(resumed))
 
 
 async def rotate_secret(request: Request) -> Response:
@@ -190,7 +148,8 @@ async def rotate_secret(request: Request) -> Response:
     )
     if rotated is None:
         raise SubscriptionNotFound(subscription_id)
-    return JSONResponse(render(rotated) | {"secret": secret})
+    shown = shapes.NewSubscription(**shapes.shape_subscription(rotated), secret=secret)
+    return ShapedResponse(shown)
 
 
 async def _find(request: Request) -> Subscription:
@@ -216,7 +175,7 @@ def _owner(client: Client | None) -> str | None:
 
 
 def _id(request: Request) -> int:
-    return whole_number(request, "id", "", INVALID_ID, source="path")
+    return whole_param(request.path_params, "id", ErrorCode.INVALID_ID)
 
 
 def _nudge(request: Request) -> None:

@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
-import re
+from typing import get_args
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service.config import Settings
+from service.http.bodies import read_body
 from service.http.errors import (
-    INVALID_CURSOR,
-    INVALID_ID,
-    INVALID_LIMIT,
     ApiError,
-    BodyTooLarge,
     DeadLetterNotFound,
-    InvalidNumber,
+    ErrorCode,
     UnusablePayload,
     WebhooksDisabled,
 )
+from service.http.params import whole_param
 from service.http.responses import ShapedResponse
 from service.http.services import services
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
 from service.storage import webhooks
-from service.sync import webhook
-from service.sync.webhook import KNOWN_EVENTS, Outcome, SignatureError, UnusablePayloadError
+from service.sync.webhook import (
+    Outcome,
+    Received,
+    Receiver,
+    SignatureError,
+    UnusablePayloadError,
+)
 
 # A page of dead letters stops once its bodies and errors pass this many bytes.
 PAGE_BYTES = 256 * 1024
 MAX_LIMIT = 1000
+# The answers, encoded once.
+_ANSWERS = {outcome: msgspec.json.encode({"outcome": outcome}) for outcome in get_args(Outcome)}
 
 
 async def receive(request: Request) -> Response:
+    """Jira's delivery: one domain call, whose outcome or refusal maps to HTTP here."""
     metrics: Metrics = services(request).metrics
     try:
         event, outcome = await _receive(request)
@@ -43,57 +50,37 @@ async def receive(request: Request) -> Response:
         metrics.webhooks.labels("unknown", "rejected").inc()
         raise
     metrics.webhooks.labels(event, outcome).inc()
-    return JSONResponse({"outcome": outcome})
+    return Response(_ANSWERS[outcome], media_type="application/json")
 
 
 async def _receive(request: Request) -> tuple[str, Outcome]:
     settings: Settings = services(request).settings
-    if not settings.webhook_secret:
+    receiver: Receiver | None = services(request).receiver
+    if receiver is None:
         raise WebhooksDisabled()
-    body = await read_body(request, settings.webhook_max_body_bytes)
+    body = await read_body(request, settings.webhook_max_body_bytes, "webhook body")
+    headers = request.headers
+    received = Received(
+        body,
+        headers.get("x-hub-signature"),
+        request.query_params.get("secret") if request.scope["query_string"] else None,
+        headers.get("x-atlassian-webhook-identifier"),
+    )
     try:
-        webhook.verify(
-            body,
-            request.headers.get("x-hub-signature"),
-            request.query_params.get("secret"),
-            settings.webhook_secret,
-        )
+        return await receiver.handle(received)
     except SignatureError as exc:
-        raise ApiError(401, exc.code, str(exc)) from None
-    identifier = request.headers.get("x-atlassian-webhook-identifier")
-    try:
-        delivery = webhook.parse(body, identifier)
-        async with services(request).pool.acquire() as connection:
-            outcome = await webhook.apply(connection, delivery, settings.cache_ttl)
-        webhook.forget_locally(services(request).memo, delivery.payload)
+        raise ApiError(401, ErrorCode(exc.code), str(exc)) from None
     except UnusablePayloadError as exc:
-        await webhooks.add_dead_letter(services(request).pool, identifier, str(exc), readable(body))
         services(request).metrics.dead_letters.inc()
         raise UnusablePayload(str(exc)) from None
-    # Label values stay few: Jira's event names, or "other" for anything unexpected.
-    return (delivery.event if delivery.event in KNOWN_EVENTS else "other"), outcome
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge("webhook body", limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def readable(body: bytes) -> str:
-    """The body as text PostgreSQL can keep, which holds no NUL."""
-    return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 async def list_dead_letters(request: Request) -> Response:
     """The newest letters first, bodies cut short, a page within PAGE_BYTES; `next` pages on."""
-    limit = whole_number(request, "limit", "50", INVALID_LIMIT, MAX_LIMIT)
-    before = request.query_params.get("before")
-    cursor = None if before is None else whole_number(request, "before", "", INVALID_CURSOR)
+    query = request.query_params
+    limit = whole_param(query, "limit", ErrorCode.INVALID_LIMIT, default=50, high=MAX_LIMIT)
+    before = query.get("before")
+    cursor = None if before is None else whole_param(query, "before", ErrorCode.INVALID_CURSOR)
     letters = await webhooks.list_dead_letters(services(request).pool, limit + 1, cursor)
     page: list[DeadLetter] = []
     size = 0
@@ -108,27 +95,11 @@ async def list_dead_letters(request: Request) -> Response:
 
 async def get_dead_letter(request: Request) -> Response:
     """One letter with its whole body."""
-    letter_id = whole_number(request, "id", "", INVALID_ID, source="path")
+    letter_id = whole_param(request.path_params, "id", ErrorCode.INVALID_ID)
     letter = await webhooks.get_dead_letter(services(request).pool, letter_id)
     if letter is None:
         raise DeadLetterNotFound(letter_id)
     return ShapedResponse(shape_letter(letter))
-
-
-def whole_number(
-    request: Request,
-    name: str,
-    default: str,
-    code: str,
-    high: int | None = None,
-    source: str = "query",
-) -> int:
-    params = request.path_params if source == "path" else request.query_params
-    text = str(params.get(name, default))
-    # Not str.isdigit(), which admits "²", nor a length that int() or bigint refuses.
-    if not re.fullmatch("[0-9]{1,18}", text) or int(text) < 1 or (high and int(text) > high):
-        raise InvalidNumber(code, name, 1, high)
-    return int(text)
 
 
 # Jira cannot send our tokens: the receiver proves each delivery by the webhook's own secret.

@@ -1,1 +1,2 @@
-"""PostgreSQL: the pool, migrations, and SQL over each table, one owner a table."""
+"""PostgreSQL: the pool, the migrations, and every SQL statement of the service, as small
+typed functions grouped by concern (a table may be written from more than one module)."""

@@ -84,6 +84,21 @@ class Filter:
     project_id: str | None = None
     keys: Sequence[str] | None = None
 
+    def admits(self, reach: Reach) -> bool:
+        """The SQL filter of read_changes, applied in memory to an entry read with its reach."""
+        if self.project_id is not None and self.project_id not in reach.projects:
+            return False
+        return self.keys is None or not reach.keys.isdisjoint(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Who an entry concerns when it is read: every key its issue has had, the projects
+    linking any of them now."""
+
+    keys: frozenset[str]
+    projects: frozenset[str]
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -99,6 +114,7 @@ class Page:
     changes: list[Change]
     next: Cursor  # where to read from next, also when the page is empty
     full: bool = field(default=False)  # the limit was reached: more may be readable now
+    reach: list[Reach] = field(default_factory=list)  # per change, when read with read_reach
 
 
 # One statement, one snapshot: the bounds (horizon, pruned-to) and the page agree.
@@ -138,6 +154,22 @@ async def read_changes(executor: Executor, after: Cursor, only: Filter, limit: i
     rows = await executor.fetch(
         _READ, after.txid, after.position, only.project_id, _keys(only), limit
     )
+    return _page(after, rows, limit)
+
+
+async def read_reach(executor: Executor, after: Cursor, limit: int) -> Page:
+    """As read_changes for every entry, each with its Reach, for filtering in memory."""
+    rows = await executor.fetch(_READ_REACH, after.txid, after.position, limit)
+    page = _page(after, rows, limit)
+    reach = [
+        Reach(frozenset(row["reach_keys"]), frozenset(row["reach_projects"]))
+        for row in rows
+        if row["txid"] is not None
+    ]
+    return Page(page.changes, page.next, page.full, reach)
+
+
+def _page(after: Cursor, rows: list[asyncpg.Record], limit: int) -> Page:
     bounds = rows[0]
     _check(after, bounds)
     changes = [_change(row) for row in rows if row["txid"] is not None]
@@ -145,6 +177,33 @@ async def read_changes(executor: Executor, after: Cursor, only: Filter, limit: i
         return Page(changes, changes[-1].cursor, full=True)
     # Everything below the horizon was read: the next entry sorts after (horizon, 0).
     return Page(changes, max(after, Cursor(bounds["horizon"], 0)))
+
+
+# _READ without its filters, with what they would test: the issue's keys, ever, and the
+# projects linking one of them now (Filter.admits).
+_READ_REACH = """
+WITH bounds AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
+           pg_snapshot_xmax(pg_current_snapshot()) AS unassigned,
+           p.txid AS pruned_txid, p.position AS pruned_position
+      FROM changes_pruned p
+),
+page AS (
+    SELECT c.*
+      FROM changes c, bounds b
+     WHERE (c.txid, c.position) > ($1::xid8, $2::bigint)
+       AND c.txid < b.horizon
+     ORDER BY c.txid, c.position
+     LIMIT $3
+)
+SELECT b.horizon, b.unassigned, b.pruned_txid, b.pruned_position, page.*,
+       page.issue_id AS id, 0 AS failures,
+       ARRAY(SELECT k.key FROM issue_keys k WHERE k.issue_id = page.issue_id) AS reach_keys,
+       ARRAY(SELECT DISTINCT l.project_id FROM issue_keys k JOIN links l ON l.key = k.key
+              WHERE k.issue_id = page.issue_id) AS reach_projects
+  FROM bounds b LEFT JOIN page ON true
+ ORDER BY page.txid, page.position
+"""
 
 
 async def current_cursor(executor: Executor) -> Cursor:

@@ -13,32 +13,16 @@ from service.storage.pool import Executor
 
 Outcome = Literal["created", "updated", "unchanged", "stale"]
 
-# One statement for any number of issues: every write of Jira's issue data goes through it.
-# The WHERE keeps the write forward: an older Jira `updated` never replaces a newer one, and
-# an update older than a deletion never brings the issue back. RETURNING reads each row's
-# `previous` time by index from the snapshot before the write, which tells created, updated
-# and unchanged apart; an issue not returned was stale. Every step is a per-row index
-# lookup, never a join of two CTEs: a cached generic plan that misjudges the array sizes
-# then stays linear (a join plan went quadratic, 0.2 s to 6 s for 10,000 rows, measured).
-#
-# A webhook's write is this statement gated by its delivery ($12, $13; NULL otherwise):
-# the delivery is recorded in the same statement (one round trip, atomic without BEGIN/
-# COMMIT), and a delivery seen before finds `delivery` empty and writes nothing. One text for
-# both, so that a rule of the write (forward only, who saw a version first) cannot differ.
-_UPSERT = """
-WITH delivery AS (
-    INSERT INTO webhook_deliveries (id, event)
-    SELECT $12::text, $13::text WHERE $12::text IS NOT NULL
-    ON CONFLICT DO NOTHING RETURNING id
-),
-incoming AS (
-    SELECT * FROM unnest(
-        $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::text[], $9::text[], $10::timestamptz[]
-    ) AS t(id, key, status_id, status_name, status_category, summary,
-           assignee_account_id, assignee_display_name, priority, jira_updated_at)
-     WHERE $12::text IS NULL OR EXISTS (SELECT 1 FROM delivery)
-),
+# The write rule, over a CTE `incoming` of issues (one row per id, with the `source` that
+# read them): every write of Jira's issue data goes through it, the bulk upsert below and the
+# webhooks' group commit (storage/webhooks.py). The WHERE keeps the write forward: an older
+# Jira `updated` never replaces a newer one, and an update older than a deletion never brings
+# the issue back. RETURNING reads each row's `previous` time by index from the snapshot
+# before the write, which tells created, updated and unchanged apart; an issue not returned
+# was stale. Every step is a per-row index lookup, never a join of two CTEs: a cached generic
+# plan that misjudges the array sizes then stays linear (a join plan went quadratic, 0.2 s
+# to 6 s for 10,000 rows, measured).
+WRITE_FORWARD = """
 written AS (
     INSERT INTO issues AS i (
         id, key, status_id, status_name, status_category, summary,
@@ -46,7 +30,7 @@ written AS (
         fetched_at, source, state, error, failures, deleted_at, changed_by, changed_at)
     SELECT id, key, status_id, status_name, status_category, summary,
            assignee_account_id, assignee_display_name, priority, jira_updated_at,
-           now(), $11, 'ok', NULL, 0, NULL, $11, now()
+           now(), source, 'ok', NULL, 0, NULL, source, now()
       FROM incoming
     ON CONFLICT (id) DO UPDATE SET
         key = excluded.key, status_id = excluded.status_id,
@@ -54,7 +38,17 @@ written AS (
         summary = excluded.summary, assignee_account_id = excluded.assignee_account_id,
         assignee_display_name = excluded.assignee_display_name,
         priority = excluded.priority, jira_updated_at = excluded.jira_updated_at,
-        fetched_at = now(), source = excluded.source, state = 'ok', error = NULL,
+        fetched_at = now(), state = 'ok', error = NULL,
+        -- who delivered the version served: a re-read that changes nothing keeps it
+        source = CASE WHEN (i.jira_updated_at, i.key, i.status_id, i.status_name,
+                            i.status_category, i.summary, i.assignee_account_id,
+                            i.assignee_display_name, i.priority, served_state(i.state))
+                           IS DISTINCT FROM
+                           (excluded.jira_updated_at, excluded.key, excluded.status_id,
+                            excluded.status_name, excluded.status_category, excluded.summary,
+                            excluded.assignee_account_id, excluded.assignee_display_name,
+                            excluded.priority, 'ok')
+                      THEN excluded.source ELSE i.source END,
         failures = 0, deleted_at = NULL,
         -- who saw this version first, for webhook health (see service/sync/health.py)
         changed_by = CASE WHEN i.jira_updated_at < excluded.jira_updated_at
@@ -73,12 +67,22 @@ keys AS (
      WHERE k.issue_id <> excluded.issue_id
 ),
 found AS (
-    DELETE FROM missing_keys m
-     WHERE m.key = ANY($2::text[]) AND ($12::text IS NULL OR EXISTS (SELECT 1 FROM delivery))
+    DELETE FROM missing_keys m WHERE m.key = ANY(ARRAY(SELECT key FROM incoming))
 )
-SELECT EXISTS (SELECT 1 FROM delivery) AS fresh, w.id, w.previous, w.current
-  FROM (SELECT 1) AS one LEFT JOIN written AS w ON true
 """
+
+# The issues as ten arrays ($1 to $10, see `columns`), to unnest into rows named as
+# WRITE_FORWARD reads them.
+ARRAYS = """$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::text[], $8::text[], $9::text[], $10::timestamptz[]"""
+NAMES = """id, key, status_id, status_name, status_category, summary,
+           assignee_account_id, assignee_display_name, priority, jira_updated_at"""
+
+_UPSERT = f"""
+WITH incoming AS (SELECT *, $11::text AS source FROM unnest({ARRAYS}) AS t({NAMES})),
+{WRITE_FORWARD}
+SELECT id, previous, current FROM written
+"""  # noqa: S608 -- fixed fragments of this module, no input
 
 _SELECT_BY_KEYS = """
 SELECT k.key AS asked, i.*
@@ -94,20 +98,9 @@ async def upsert_issues(
     latest = _latest_by_id(issues)
     if not latest:
         return {}
-    rows = await executor.fetch(_UPSERT, *_columns(latest), source, None, None)
-    written = {row["id"]: _outcome(row) for row in rows if row["id"] is not None}
+    rows = await executor.fetch(_UPSERT, *columns(latest), source)
+    written = {row["id"]: outcome(row["previous"], row["current"]) for row in rows}
     return {issue.id: written.get(issue.id, "stale") for issue in latest}
-
-
-async def upsert_delivered(
-    executor: Executor, issue: Issue, delivery_id: str, event: str
-) -> Outcome | None:
-    """Record a webhook delivery and write its issue forward; None for a repeated delivery."""
-    rows = await executor.fetch(_UPSERT, *_columns([issue]), "webhook", delivery_id, event)
-    row = rows[0]
-    if not row["fresh"]:
-        return None
-    return "stale" if row["id"] is None else _outcome(row)
 
 
 async def select_by_keys(executor: Executor, keys: Iterable[str]) -> dict[str, CachedIssue]:
@@ -150,7 +143,7 @@ def _latest_by_id(issues: Sequence[Issue]) -> list[Issue]:
     return list(latest.values())
 
 
-def _columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
+def columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
     """The issues as the ten arrays ($1 to $10) that every upsert statement unnests."""
     return (
         [i.id for i in issues],
@@ -166,12 +159,11 @@ def _columns(issues: Sequence[Issue]) -> tuple[list[object], ...]:
     )
 
 
-def _outcome(row: asyncpg.Record) -> Outcome:
+def outcome(previous: datetime | None, current: datetime) -> Outcome:
     """The outcome of a written row; a row not written was stale."""
-    previous: datetime | None = row["previous"]
     if previous is None:
         return "created"
-    return "unchanged" if previous == row["current"] else "updated"
+    return "unchanged" if previous == current else "updated"
 
 
 # A tombstone. The issue row is written even if it was never cached, so that a late
@@ -223,7 +215,8 @@ WITH remembered AS (
     INSERT INTO missing_keys (key) SELECT unnest($1::text[])
     ON CONFLICT (key) DO UPDATE SET checked_at = now()
 )
-UPDATE issues SET state = 'not_found', fetched_at = now(), source = $2, error = NULL
+UPDATE issues SET state = 'not_found', fetched_at = now(), error = NULL,
+       source = CASE WHEN state = 'not_found' THEN source ELSE $2 END
  WHERE state <> 'deleted'
    AND id IN (SELECT issue_id FROM issue_keys WHERE key = ANY($1::text[]))
 """

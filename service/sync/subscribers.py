@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -23,11 +22,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aiohttp
+import msgspec
 
 from service.config import Settings
 from service.jira.pacing import backoff
 from service.metrics import Metrics
-from service.shapes import render_change
+from service.shapes.changes import shape_change
 from service.storage import changes, subscriptions
 from service.storage.changes import Change, Cursor, CursorExpiredError
 from service.storage.subscriptions import Subscription
@@ -176,7 +176,7 @@ class Deliveries:
     async def _deliver(self, subscription: Subscription, change: Change) -> bool:
         """POST the entry until taken; False when paused, stopped or the lease is gone."""
         now = datetime.now(UTC)
-        body = json.dumps(render_change(change, self.settings.cache_ttl, now)).encode()
+        body = msgspec.json.encode(shape_change(change, self.settings.cache_ttl, now))
         delivery_id = f"{subscription.id}:{change.cursor.encode()}"
         attempt = 0
         while self.holding(subscription.id) and not self.stop.is_set():

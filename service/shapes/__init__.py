@@ -18,7 +18,6 @@ from service.model import (
     render_time,
 )
 from service.storage import webhooks
-from service.storage.changes import Change
 from service.sync import refresh
 
 # A time as render_time writes it (UTC, milliseconds, `Z`): a string, since msgspec would
@@ -56,16 +55,29 @@ class Issue(Shape, frozen=True):
     priority: str | None
     jira_updated_at: Time
     fetched_at: Time
+    verified_at: Annotated[
+        Time,
+        msgspec.Meta(
+            description="when the issue was last known current: the later of its own last"
+            " read from Jira (fetched_at), which may find the version already served, and its"
+            " Jira project's last successful sync; age_seconds counts from it",
+        ),
+    ]
     age_seconds: Annotated[
         float,
         msgspec.Meta(
             ge=0,
-            description="seconds since the issue was last verified current: the later of its"
-            " own read (fetched_at) and its Jira project's last successful sync",
+            description="seconds since verified_at",
         ),
     ]
     stale: bool
-    source: Source
+    source: Annotated[
+        Source,
+        msgspec.Meta(
+            description="who delivered the version served; a later read that found it"
+            " unchanged moves verified_at, not this",
+        ),
+    ]
     state: State
     error: str | None
 
@@ -138,12 +150,62 @@ def shape_issue(
         priority=issue.priority,
         jira_updated_at=render_time(issue.updated),
         fetched_at=render_time(cached.fetched_at),
+        verified_at=render_time(known),
         age_seconds=round(age, 3),
         stale=age > ttl,
         source=cached.source,
         state=cached.state,
         error=cached.error,
     )
+
+
+class Encoded:
+    """Issues as GET answers them, encoded, kept per cached issue: a memo hit then encodes
+    only what changes with the clock (verified_at, age_seconds, stale).
+
+    Keyed by the CachedIssue object, which the memo hands out again on each hit; the object
+    is held, so its id is not reused while it is a key. Emptied whole past `size`.
+    """
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._parts: dict[int, tuple[CachedIssue, bytes, bytes, str]] = {}
+        self._times: dict[datetime, str] = {}
+
+    def issue(
+        self, cached: CachedIssue, ttl: float, now: datetime, verified: datetime | None
+    ) -> bytes:
+        """The same bytes as msgspec.json.encode(shape_issue(cached, ttl, now, verified))."""
+        parts = self._parts.get(id(cached))
+        if parts is None or parts[0] is not cached:
+            parts = self._split(cached)
+        _, head, tail, fetched = parts
+        known = cached.fetched_at if verified is None else max(cached.fetched_at, verified)
+        age = max(0.0, (now - known).total_seconds())
+        at = fetched if known is cached.fetched_at else self._time(known)
+        stale = b"true" if age > ttl else b"false"
+        return b"".join(
+            (head, b',"verified_at":"', at.encode(), b'","age_seconds":',
+             msgspec.json.encode(round(age, 3)), b',"stale":', stale, tail)
+        )  # fmt: skip
+
+    def _split(self, cached: CachedIssue) -> tuple[CachedIssue, bytes, bytes, str]:
+        whole = msgspec.json.encode(shape_issue(cached, 0.0, cached.fetched_at))
+        # Keys are written with bare quotes, which no encoded string value holds.
+        head = whole[: whole.index(b',"verified_at":')]
+        tail = whole[whole.index(b',"source":', len(head)) :]
+        if len(self._parts) >= self.size:
+            self._parts.clear()
+        parts = self._parts[id(cached)] = (cached, head, tail, render_time(cached.fetched_at))
+        return parts
+
+    def _time(self, at: datetime) -> str:
+        text = self._times.get(at)
+        if text is None:
+            if len(self._times) >= 1024:
+                self._times.clear()
+            text = self._times[at] = render_time(at)
+        return text
 
 
 def shape_report(report: refresh.Report, complete: bool) -> Report:
@@ -181,21 +243,9 @@ def shape_letter(letter: webhooks.DeadLetter) -> DeadLetter:
     )
 
 
-def schemas(ref_template: str) -> dict[str, dict[str, Any]]:
+def schemas(
+    ref_template: str, documented: tuple[type[Shape], ...] = DOCUMENTED
+) -> dict[str, dict[str, Any]]:
     """The JSON schemas of the documented shapes and of those they hold, by name."""
-    _, components = msgspec.json.schema_components(DOCUMENTED, ref_template=ref_template)
+    _, components = msgspec.json.schema_components(documented, ref_template=ref_template)
     return components
-
-
-def render_change(change: Change, ttl: float, now: datetime) -> dict[str, Any]:
-    """One entry of the change log as /changes, the stream and subscribers send it."""
-    issue = change.cached.issue
-    return {
-        "cursor": change.cursor.encode(),
-        "issue_id": str(issue.id),
-        "key": issue.key,
-        "at": render_time(change.at),
-        "source": change.source,
-        "fields": change.fields,
-        "issue": msgspec.to_builtins(shape_issue(change.cached, ttl, now)),
-    }
