@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service.jira.client import (
+from service.jira.errors import (
     JiraAuthError,
     JiraError,
     JiraRateLimitedError,

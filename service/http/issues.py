@@ -11,7 +11,7 @@ from starlette.routing import Route
 from service.config import Settings
 from service.http.errors import ApiError
 from service.http.responses import ShapedResponse
-from service.jira.client import JiraError
+from service.jira.errors import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.shapes import Issue, shape_issue
 from service.storage import links

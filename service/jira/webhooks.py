@@ -16,7 +16,8 @@ from typing import Any
 from yarl import URL
 
 from service.config import Flavor
-from service.jira.client import JiraClient, JiraError, unknown_projects_in
+from service.jira.client import JiraClient
+from service.jira.errors import JiraError, unknown_projects_in
 
 PATH = "/rest/webhooks/1.0/webhook"
 ADMIN_PAGE = "/plugins/servlet/webhooks"

@@ -23,7 +23,8 @@ import asyncpg
 
 from service.config import Settings
 from service.jira.client import JiraClient, JiraError
-from service.jira.search import PROJECTS_PER_QUERY, ChangeSearch, chunks
+from service.jira.paging import chunks
+from service.jira.search import PROJECTS_PER_QUERY, ChangeSearch
 from service.metrics import Metrics
 from service.model import Issue
 from service.storage import issues as store
@@ -110,7 +111,7 @@ class Syncer:
         overlap = timedelta(seconds=self.settings.sync_overlap)
         ordered = sorted(claims, key=lambda claim: claim.verified_at or claim.started)
         groups = []
-        for part in chunks([claim.project for claim in ordered]):
+        for part in chunks([claim.project for claim in ordered], PROJECTS_PER_QUERY):
             mine = [claim for claim in ordered if claim.project in part]
             start = min(claim.verified_at or claim.started - overlap for claim in mine)
             groups.append(_Group(part, mine[0].started, start, mine[0].started - overlap))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import asyncpg
 
 from service.config import Settings
-from service.jira.client import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
+from service.jira.errors import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
 from service.storage import issues as store
 from service.storage import tracking, watermarks
 from service.sync.refresh import Refresher, Report
