@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--english", action="store_true", help="English category names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search-lag", type=float, default=0.0, help="index lag, seconds")
+    parser.add_argument(
+        "--clock-offset", type=float, default=0.0, help="seconds Jira's clock is ahead (or -behind)"
+    )
+    parser.add_argument(
+        "--minute-precision", action="store_true", help="JQL compares `updated` to the minute"
+    )
     return parser
 
 
@@ -61,6 +67,8 @@ def _options(args: argparse.Namespace) -> SimOptions:
         webhook_secret_in_query=args.webhook_secret_in_query,
         seed=args.seed,
         search_lag=args.search_lag,
+        clock_offset=args.clock_offset,
+        minute_precision=args.minute_precision,
     )
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.jira.client import JiraClient
+from service.storage import watermarks
 from service.sync.feed import Feed
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
@@ -124,6 +125,16 @@ class Metrics:
         self.sync_failing = Gauge(
             "jsc_sync_project_failing", "1 while a project's sync fails", ["project"], registry=r
         )
+        self.jira_skew = Gauge(
+            "jsc_jira_clock_skew_seconds",
+            "Seconds Jira's clock is ahead of ours (negative: behind), measured each sync round",
+            registry=r,
+        )
+        self.index_lag = Gauge(
+            "jsc_jira_index_lag_seconds",
+            "Largest search index lag the sync observed in the last hour",
+            registry=r,
+        )
         self.deliveries = Counter(
             "jsc_subscription_deliveries",
             "Delivery attempts to subscribers by outcome",
@@ -174,6 +185,9 @@ class Metrics:
         for row in await pool.fetch(_SYNC_QUERY):
             self.sync_lag.labels(row["project"]).set(float(row["lag"]))
             self.sync_failing.labels(row["project"]).set(1.0 if row["failing"] else 0.0)
+        clock = await watermarks.jira_clock(pool)
+        self.jira_skew.set(clock.skew)
+        self.index_lag.set(clock.index_lag)
 
 
 class HealthCollector(Collector):

@@ -173,9 +173,10 @@ async def check_db(settings: Settings) -> list[Finding]:
         found = Finding("database", True, f"PostgreSQL {version} at {redact_dsn(dsn)}")
         migrations = await check_migrations(connection)
         if migrations.ok and "pending" not in migrations.detail:
-            from service.cli.sync import check_sync  # it imports this module
+            from service.cli.sync import check_freshness, check_sync  # they import this module
 
-            return [found, migrations, await check_sync(connection)]
+            synced = await check_sync(connection)
+            return [found, migrations, synced, await check_freshness(connection, settings)]
         return [found, migrations]
     finally:
         await connection.close()

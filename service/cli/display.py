@@ -125,9 +125,13 @@ def coverage(hook: webhooks.Webhook, projects: list[str]) -> str:
 
 def managed(settings: Settings, saved: registration.Registration | None) -> str:
     if not settings.webhook_manage:
-        return "no (JIRA_WEBHOOK_MANAGE=true keeps the filter on the tracked projects)"
+        return "no: JIRA_WEBHOOK_MANAGE=false (unset it to keep the filter on the tracked projects)"
     if saved is None:
-        return "no: JIRA_WEBHOOK_MANAGE is on, but `webhook install` has not run"
+        return "no: `webhook install` has not registered one from this database"
+    if saved.all_projects:
+        return "no need: it covers every project (--all-projects)"
+    if not saved.manage:
+        return "no: installed with --no-manage (run `webhook install` without it to manage)"
     return f"yes, filter last set {saved.set_at.isoformat(timespec='seconds')}"
 
 

@@ -24,9 +24,10 @@ from service.metrics import Metrics, get_metrics
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, open_pool
 from service.sync import feed, subscribers
+from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo, listen
-from service.sync.parts import jira_parts
+from service.sync.parts import Watch, jira_parts
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
@@ -49,6 +50,7 @@ class State(TypedDict):
     feed: feed.Feed
     verified: Verified
     health: WebhookHealth
+    freshness: FreshnessWatch
     deliveries: subscribers.Deliveries | None
 
 
@@ -56,7 +58,9 @@ async def healthz(request: Request) -> Response:
     client: jira.JiraClient | None = request.state.jira
     jira_health = client.health if client else "unconfigured"
     webhooks = request.state.health.verdict.as_json()
-    return JSONResponse({"status": "ok", "jira": jira_health, "webhooks": webhooks})
+    fresh = request.state.freshness.verdict.as_json()
+    body = {"status": "ok", "jira": jira_health, "webhooks": webhooks, "freshness": fresh}
+    return JSONResponse(body)
 
 
 async def readyz(request: Request) -> Response:
@@ -139,11 +143,12 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs a resolved database_url (see database.resolve_dsn)")
     dsn = settings.database_url
     metrics = Metrics()
-    watch = (
+    watch = Watch(
         Verified(settings.sync_recheck),
         WebhookHealth(bool(settings.webhook_secret), settings.webhook_grace),
+        FreshnessWatch(settings),
     )
-    metrics.watch_health(watch[1])
+    metrics.watch_health(watch.health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -167,8 +172,9 @@ def create_app(settings: Settings) -> Starlette:
                     poller=parts.poller,
                     reader=parts.reader,
                     feed=follower,
-                    verified=watch[0],
-                    health=watch[1],
+                    verified=watch.verified,
+                    health=watch.health,
+                    freshness=watch.freshness,
                     deliveries=deliveries,
                 )
                 metrics.watch_feed(follower)

@@ -135,12 +135,40 @@ def webhook_health() -> Schema:
     """The fields of health.Verdict.as_json."""
     count = {"type": "integer", "minimum": 0}
     return record(
-        state=choice("ok", "missing", "silent", "unconfigured", "unknown"),
+        state=choice("ok", "missing", "partial", "silent", "unconfigured", "unknown"),
         last_delivery_at=nullable(text(format="date-time")),
         webhook_share_last_hour=nullable({"type": "number", "minimum": 0, "maximum": 1}),
         changes_last_hour={"type": "object", "additionalProperties": count},
         missed_last_hour=count,
         missing_projects=array(text()),
+        uncovered_projects=array(text()),
+    )
+
+
+def freshness() -> Schema:
+    """The fields of freshness.Freshness.as_json."""
+    seconds = {"type": "number"}
+    project = record(
+        last_success_at=nullable(text(format="date-time")),
+        lag_seconds=nullable(seconds),
+        error=nullable(text()),
+        unknown_to_jira={"type": "boolean"},
+    )
+    states = ("stalled", "failing", "partial", "lagging", "skewed", "unknown_projects")
+    return record(
+        state=choice("ok", "off", *states),
+        problems={
+            "type": "object",
+            "properties": {state: text() for state in states},
+            "additionalProperties": False,
+        },
+        jira_clock_skew_seconds=nullable(seconds),
+        index_lag_seconds=seconds,
+        sync_overlap_seconds=seconds,
+        uncovered_projects=array(text()),
+        missed_webhooks_last_hour={"type": "integer", "minimum": 0},
+        stalled_projects=array(text()),
+        projects={"type": "object", "additionalProperties": project},
     )
 
 
@@ -156,6 +184,7 @@ def service_schemas() -> dict[str, Schema]:
             status=choice("ok"),
             jira=choice("ok", "degraded", "unconfigured"),
             webhooks=webhook_health(),
+            freshness=freshness(),
         ),
         "Readiness": readiness | {"required": ["status", "database"]},
         "WebhookEvent": webhook_event(),
