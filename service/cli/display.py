@@ -119,8 +119,13 @@ def coverage(hook: webhooks.Webhook, projects: list[str]) -> str:
         return "every project"
     if projects and webhooks.project_filter(projects) == hook.jql:
         return f"the {len(projects)} tracked project(s)"
+    if left_out := webhooks.uncovered(hook.jql, projects):
+        return (
+            f"leaves out tracked project(s) {', '.join(left_out)}: their changes wait for the "
+            "sync; run `webhook install` again (serve keeps a managed filter current)"
+        )
     tracked = ", ".join(projects) or "none"
-    return f"not the tracked projects ({tracked}): run `webhook install` again"
+    return f"not exactly the tracked projects ({tracked}); every tracked one is covered"
 
 
 def managed(settings: Settings, saved: registration.Registration | None) -> str:
