@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import db, feed, freshness, profile, reads, refresh, runs, scale, sync, webhooks
+from bench import db, feed, freshness, profile, reads, refresh, runs, scale, sync, trust, webhooks
 from bench.machine import describe
 from bench.plan import FULL, QUICK, Plan
 from bench.report import Results, table
@@ -31,7 +31,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "webhooks": webhooks.run,
     "feed": feed.run,  # after the webhooks: its `updated` times are later still
 }
-NAMES = (*WORLD_SCENARIOS, "scale", "sync")
+NAMES = (*WORLD_SCENARIOS, "scale", "sync", "trust")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +74,9 @@ async def run(plan: Plan, only: set[str], results: Results) -> None:
         if "sync" in only:
             print("sync:", flush=True)
             await sync.run(plan, dsn, results)
+        if "trust" in only:
+            print("trust:", flush=True)
+            await trust.run(plan, dsn, results)
     finally:
         await db.drop_databases(dsn)
 
