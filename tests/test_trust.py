@@ -3,6 +3,7 @@ the simulator (minute precision, a killed replica, Jira's clock, index lag, re-r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -20,6 +21,8 @@ from tests.live import jira_settings
 from tests.test_memo import wait_for
 from tests.test_poller import poll_with
 from tests.test_sync import cache, jira_statuses, statuses, syncer
+from tests.test_tools import run as run_command
+from tests.test_tools import wired
 
 
 def set_jira_clock(sim, into_minute: float) -> None:
@@ -68,7 +71,7 @@ async def test_a_dead_replicas_sync_projects_are_taken_over(sim, settings, db, c
 
         with caplog.at_level(logging.WARNING, logger="service"):
             assert await wait_for(healed, 30.0)
-    assert blocked.synced == [] and live.lease <= 3.0
+    assert blocked.synced == [] and live.lease == 2.0
     assert await statuses(db) == jira_statuses(sim, keys)
     taken = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
     assert taken and "dead-replica" in taken[0] and "ALPHA" in taken[0]
@@ -93,7 +96,7 @@ async def test_a_dead_replicas_poll_claims_are_taken_over(sim, settings, db, cap
 
     with caplog.at_level(logging.WARNING, logger="service"):
         assert await wait_for(healed, 30.0)
-    assert sorted(claimed) == sorted(keys) and lease <= 3.0
+    assert sorted(claimed) == sorted(keys) and lease == 2.0
     assert await statuses(db) == jira_statuses(sim, keys)
     assert any("dead-replica" in r.getMessage() for r in caplog.records)
 
@@ -200,3 +203,46 @@ async def test_freshness_says_stalled_and_logs_each_change(sim, settings, db, ca
     assert healed.state == "ok"
     turns = [r.getMessage() for r in caplog.records if r.name == "service.sync.freshness"]
     assert len(turns) == 2 and turns[0].startswith("freshness stalled")
+
+
+async def test_a_poll_batch_slower_than_its_lease_keeps_it(sim, settings, db) -> None:
+    """A batch Jira answers more slowly than the lease lasts keeps its keys: the lease is
+    renewed while the read goes on, so no other replica reads them twice."""
+    wired = jira_settings(settings, sim, poll_interval=1.0)
+    keys = sim.seed(3, ["ALPHA"])
+    await tracking.track(db, keys)
+    sim.options.latency = 8.0  # well past the 2 s lease
+    polling = asyncio.create_task(poll_with(db, wired))
+
+    async def leased() -> bool:
+        held = await db.fetchval("SELECT count(*) FROM tracked WHERE lease_owner IS NOT NULL")
+        return bool(held == len(keys))
+
+    try:
+        assert await wait_for(leased, 10.0)
+        first = await db.fetchval("SELECT max(lease_until) FROM tracked")
+
+        async def outlived() -> bool:  # the first lease ran out, and the keys are still held
+            return bool(
+                await db.fetchval(
+                    "SELECT now() > $1 AND bool_and(lease_until > now()) FROM tracked", first
+                )
+            )
+
+        assert await wait_for(outlived, 10.0)
+        lease = lease_for(wired.poll_interval, wired.lease_seconds)
+        stolen, _ = await tracking.claim_due(db, "other-replica", 100, lease, wired.cache_ttl)
+    finally:
+        sim.options.latency = 0.0
+        report = await polling
+    assert stolen == [] and sorted(report.results) == sorted(keys)
+
+
+async def test_check_warns_of_a_skewed_jira_clock(sim, db, database_url) -> None:
+    """`check` measures Jira's clock: 90 s behind, past the 60 s overlap, is a warning in
+    words on its freshness line."""
+    sim.options.clock_offset = -90.0
+    checked = await run_command("check", **wired(database_url, sim, JIRA_SYNC_OVERLAP="60"))
+    line = checked.line("freshness")
+    assert line.split()[1] == "ok", checked.out
+    assert "skewed: Jira's clock is 90" in line and "behind ours" in line

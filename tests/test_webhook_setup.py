@@ -269,7 +269,7 @@ async def test_manage_keeps_a_webhook_disabled_in_jira_disabled(setup, db, jira,
 
 @pytest.mark.parametrize("jira", ["cloud"], indirect=True)
 async def test_manage_is_scheduled_only_when_asked(setup, db, client) -> None:
-    """JIRA_WEBHOOK_MANAGE=true adds the filter job to the scheduler; unset, there is none."""
+    """JIRA_WEBHOOK_MANAGE=true (the default) adds the filter job to the scheduler; false, not."""
     poller = Poller(db, Refresher(db, client, setup.cache_ttl), setup)
     jobs = {}
     for manage in ("true", "false"):

@@ -156,7 +156,7 @@ def freshness() -> Schema:
     )
     states = ("stalled", "failing", "partial", "lagging", "skewed", "unknown_projects")
     return record(
-        state=choice("ok", "off", *states),
+        state=choice("ok", "off", "unknown", *states),
         problems={
             "type": "object",
             "properties": {state: text() for state in states},

@@ -20,7 +20,7 @@ from service.sync.health import Verdict
 
 log = logging.getLogger(__name__)
 State = Literal[
-    "ok", "stalled", "failing", "partial", "lagging", "skewed", "unknown_projects", "off"
+    "ok", "stalled", "failing", "partial", "lagging", "skewed", "unknown_projects", "off", "unknown"
 ]
 # Worst first: the verdict's state is the first that applies.
 ORDER: tuple[State, ...] = (
@@ -155,7 +155,7 @@ class FreshnessWatch:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.verdict = Freshness("off" if settings.sync_interval <= 0 else "ok")
+        self.verdict = Freshness("off" if settings.sync_interval <= 0 else "unknown")
 
     async def evaluate(self, executor: Executor, webhooks: Verdict | None) -> Freshness:
         marks = await watermarks.watermarks(executor)
@@ -169,7 +169,8 @@ class FreshnessWatch:
         if verdict.state == was:
             return
         if verdict.state in ("ok", "off"):
-            log.info("freshness %s again (was %s)", verdict.state, was)
+            if was != "unknown":
+                log.info("freshness %s again (was %s)", verdict.state, was)
         else:
             log.warning(
                 "freshness %s: %s",

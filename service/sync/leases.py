@@ -18,7 +18,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 log = logging.getLogger(__name__)
-SHORTEST_LEASE = 3.0  # seconds: below this a busy database could let a live lease lapse
+SHORTEST_LEASE = 2.0  # seconds: below this a busy database could let a live lease lapse
 
 
 def owner_id() -> str:
