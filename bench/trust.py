@@ -279,7 +279,7 @@ async def skewed(plan: Plan, admin_dsn: str, results: Results) -> None:
 
 async def reread(plan: Plan, admin_dsn: str, results: Results) -> None:
     count = 2000 if plan.quick else 10_000
-    interval, settle = 5.0, 30.0 if plan.quick else 60.0
+    interval, settle = 5.0, 30.0
     tuning = {"JIRA_SYNC_INTERVAL": str(interval), "JIRA_SYNC_OVERLAP": "60"}
     sim = ["--flavor", "dc", "--pat", "bench-pat"]
     dc = {**tuning, "JIRA_FLAVOR": "dc", "JIRA_PAT": "bench-pat"}
@@ -289,27 +289,15 @@ async def reread(plan: Plan, admin_dsn: str, results: Results) -> None:
         pair("reread_ours", admin_dsn, count, sim, dc) as ours,
         aiohttp.ClientSession() as session,
     ):
-        hooks = ours.side.simulator.url + "/_sim/webhooks"
-        await patch(session, hooks, {"drop_probability": 0.0})
-        options = {"webhook_url": ours.side.serve_url + WEBHOOK_PATH}
-        await patch(session, ours.side.simulator.url + "/_sim/options", options)
         keys = keys_of(count)
+        await _one_webhook(session, ours, keys.pop())
         await asyncio.gather(*(change(session, w.side, keys) for w in (lost, ours)))
-        async with session.post(hooks.replace("/webhooks", "/webhooks/drain")):
-            pass
-        await asyncio.sleep(interval)  # the burst's own rounds end
-        before = {}
-        for world in (lost, ours):
-            url = world.side.serve_url
-            before[world.side.name] = (
-                await metric(session, url, "jsc_sync_pages_total"),
-                await metric(session, url, "jsc_sync_round_seconds_count"),
-            )
+        # From the first round that ends after the burst, for `settle` seconds: both worlds
+        # still hold every change inside their 60 s overlap.
+        start = await asyncio.gather(*(_next_round(session, w) for w in (lost, ours)))
         await asyncio.sleep(settle)
-        for world in (lost, ours):
-            url, (p0, r0) = world.side.serve_url, before[world.side.name]
-            p1 = await metric(session, url, "jsc_sync_pages_total")
-            r1 = await metric(session, url, "jsc_sync_round_seconds_count")
+        for world, (p0, r0) in zip((lost, ours), start, strict=True):
+            p1, r1 = await _rounds(session, world)
             pages[world.side.name] = (p1 - p0) / (r1 - r0) if r1 > r0 else float("nan")
     results.raw.setdefault("trust", {})["reread"] = pages
     results.add(
@@ -326,6 +314,35 @@ async def reread(plan: Plan, admin_dsn: str, results: Results) -> None:
             note="no changes after the burst: one page per round is the floor",
         )
     )
+
+
+async def _one_webhook(session: aiohttp.ClientSession, world: Pair, key: str) -> None:
+    """One change whose webhook reaches `serve`: webhooks arrive, so the lag can be seen
+    (0 here); the burst's own webhooks are dropped, to time the sync alone."""
+    hooks = world.side.simulator.url + "/_sim/webhooks"
+    options = {"webhook_url": world.side.serve_url + WEBHOOK_PATH}
+    await patch(session, world.side.simulator.url + "/_sim/options", options)
+    await patch(session, hooks, {"drop_probability": 0.0})
+    await change(session, world.side, [key])
+    async with session.post(hooks + "/drain"):
+        pass
+    await patch(session, hooks, {"drop_probability": 1.0})
+
+
+async def _rounds(session: aiohttp.ClientSession, world: Pair) -> tuple[float, float]:
+    url = world.side.serve_url
+    pages = await metric(session, url, "jsc_sync_pages_total")
+    return pages, await metric(session, url, "jsc_sync_round_seconds_count")
+
+
+async def _next_round(session: aiohttp.ClientSession, world: Pair) -> tuple[float, float]:
+    _, rounds = await _rounds(session, world)
+
+    async def ended() -> bool:
+        return (await _rounds(session, world))[1] > rounds
+
+    await until(ended, 300)
+    return await _rounds(session, world)
 
 
 async def run(plan: Plan, admin_dsn: str, results: Results) -> None:

@@ -1,8 +1,9 @@
 -- Freshness you can trust (issue 15).
 --
 -- A key's Jira project, in one place: what precedes the dash ("PRJ" in "PRJ-7"). A tracked
--- numeric id names no project (NULL). An inlined SQL function: the planner expands it, so
--- it costs what split_part costs (0.17 s over 1,000,000 keys; a regular expression, 2.1 s).
+-- numeric id names no project (NULL). An inlinable SQL function: the planner expands it in
+-- place, as if split_part were written there (0.17 s over 1,000,000 keys, measured before;
+-- a regular expression took 2.1 s).
 CREATE FUNCTION jira_project(key text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT CASE WHEN strpos(key, '-') > 0 THEN split_part(key, '-', 1) END $$;
