@@ -39,17 +39,18 @@ from service.jira.client import JiraClient, JiraError, ServerClock
 from service.jira.paging import chunks
 from service.jira.search import PROJECTS_PER_QUERY, ChangeSearch
 from service.metrics import Metrics
-from service.model import Issue, project_of
+from service.model import Issue
 from service.storage import issues as store
 from service.storage import registration, watermarks
 from service.storage.watermarks import Claim
+from service.sync.lagwatch import LagWatch
 from service.sync.leases import lease_for, log_takeover, owner_id, renewing
 from service.sync.memo import Memo
 
 log = logging.getLogger(__name__)
 MIN_OVERLAP = 5.0  # seconds: the overlap however small the lag looks
 PAGING_ALLOWANCE = 60.0  # seconds a search's later pages may start after its first
-LAG_MEMORY = 3600.0  # seconds a returned version is remembered, to see what a search missed
+LAG_MEMORY = 3600.0  # seconds a measured index lag counts, and webhooks count as arriving
 
 
 @dataclass(slots=True)
@@ -104,7 +105,7 @@ class Syncer:
         self.lease = lease_for(settings.sync_interval, settings.lease_seconds)
         self.batch = PROJECTS_PER_QUERY  # projects leased at a time
         self.clock = ServerClock(0.0, 0.0)
-        self.lag = _LagWatch()
+        self.lag = LagWatch()
 
     async def sync(self, progress: Progress | None = None, every: float = 0.0) -> RoundReport:
         """One round over the tracked projects no other replica is syncing now.
@@ -245,42 +246,3 @@ class _Group:
     since: datetime  # where the search window begins (PostgreSQL's clock)
     verified: datetime  # what the watermark becomes once every page is stored
     overlap: float
-
-
-class _LagWatch:
-    """Estimates Jira's search index lag from what this process's searches missed.
-
-    A webhook tells us an issue changed at `updated`. If a search of its project that began
-    after that (and reached back past it) did not return that version, and a later one does,
-    the index lagged at least the time between the change and the search that missed it.
-    """
-
-    def __init__(self) -> None:
-        self._returned: dict[int, datetime] = {}  # issue id -> version our searches returned
-        self._last: dict[str, tuple[datetime, datetime]] = {}  # project -> (began, since)
-
-    def observe(
-        self, page: Sequence[Issue], known: dict[int, watermarks.Known], searched: datetime
-    ) -> float | None:
-        """The largest lag this page proves, if any; remembers what it returned."""
-        worst: float | None = None
-        for issue in page:
-            seen, cached = self._returned.get(issue.id), known.get(issue.id)
-            self._returned[issue.id] = issue.updated
-            last = self._last.get(project_of(issue.key) or "")
-            if cached is None or cached.changed_by != "webhook" or last is None:
-                continue
-            began, since = last
-            if cached.updated != issue.updated or seen == issue.updated:
-                continue  # an older version, or one a search already returned
-            if since <= issue.updated < began:
-                lag = (began - issue.updated).total_seconds()
-                worst = lag if worst is None else max(worst, lag)
-        return worst
-
-    def searched(self, projects: list[str], began: datetime, since: datetime) -> None:
-        for project in projects:
-            self._last[project] = (began, since)
-        horizon = began - timedelta(seconds=LAG_MEMORY)
-        if len(self._returned) > 100_000:
-            self._returned = {i: u for i, u in self._returned.items() if u >= horizon}
