@@ -178,7 +178,7 @@ class Syncer:
         search = ChangeSearch(self.client, list(group.projects), seconds, since)
         try:
             async for page in search.issues():
-                report.changes += await self._store(page, searched)
+                report.changes += await self._store(page)
         except JiraError as exc:
             for project in search.projects:
                 await self._fail(project, str(exc), report)
@@ -207,7 +207,7 @@ class Syncer:
         seconds = (jira_now - minute).total_seconds() + PAGING_ALLOWANCE
         return since, 60.0 * math.ceil(seconds / 60.0)
 
-    async def _store(self, page: Sequence[Issue], searched: datetime) -> int:
+    async def _store(self, page: Sequence[Issue]) -> int:
         """Write forward the page's issues that the cache holds or tracks; count changes."""
         async with self.pool.acquire() as connection, connection.transaction():
             known = await watermarks.known_versions(connection, page)
@@ -215,7 +215,7 @@ class Syncer:
             outcomes = await store.upsert_issues(connection, kept, "sync")
         if self.memo is not None:
             self.memo.drop(issue.id for issue in kept)
-        if (lag := self.lag.observe(page, known, searched)) is not None:
+        if (lag := self.lag.observe(page, known)) is not None:
             await watermarks.record_lag(self.pool, lag)
         return sum(1 for outcome in outcomes.values() if outcome in ("created", "updated"))
 

@@ -23,9 +23,7 @@ class LagWatch:
         self._returned: dict[int, datetime] = {}  # issue id -> version our searches returned
         self._last: dict[str, tuple[datetime, datetime]] = {}  # project -> (began, since)
 
-    def observe(
-        self, page: Sequence[Issue], known: dict[int, watermarks.Known], searched: datetime
-    ) -> float | None:
+    def observe(self, page: Sequence[Issue], known: dict[int, watermarks.Known]) -> float | None:
         """The largest lag this page proves, if any; remembers what it returned."""
         worst: float | None = None
         for issue in page:
@@ -43,6 +41,7 @@ class LagWatch:
         return worst
 
     def searched(self, projects: list[str], began: datetime, since: datetime) -> None:
+        """Remember that a search of `projects` began at `began` (Jira's clock), from `since`."""
         for project in projects:
             self._last[project] = (began, since)
         horizon = began - timedelta(seconds=MEMORY)
