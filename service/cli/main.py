@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "webhook": lambda settings: webhook.main(settings, args),
         "changes": lambda settings: changes.run(settings, args),
         "sync": sync.sync_once,
+        "untrack": lambda settings: sync.untrack(settings, args.keys),
     }
     try:
         return run[args.command](settings)

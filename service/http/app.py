@@ -23,13 +23,14 @@ from service.http.middleware import BodyLimit, Guard
 from service.http.responses import ShapedResponse
 from service.jira import client as jira
 from service.metrics import Metrics
-from service.shapes.probes import Health, Readiness, shape_webhook_health
+from service.shapes.probes import Health, Readiness, shape_freshness, shape_webhook_health
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, connect_session, open_pool
 from service.sync import feed, hub, listener, subscribers
+from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
-from service.sync.parts import jira_parts
+from service.sync.parts import Watch, jira_parts
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
@@ -54,6 +55,7 @@ class State(TypedDict):
     hub: hub.Hub
     verified: Verified
     health: WebhookHealth
+    freshness: FreshnessWatch
     deliveries: subscribers.Deliveries | None
     receiver: Receiver | None
 
@@ -62,7 +64,8 @@ async def healthz(request: Request) -> Response:
     client: jira.JiraClient | None = request.state.jira
     jira_health = client.health if client else "unconfigured"
     webhooks = shape_webhook_health(request.state.health.verdict)
-    return ShapedResponse(Health(status="ok", jira=jira_health, webhooks=webhooks))
+    fresh = shape_freshness(request.state.freshness.verdict)
+    return ShapedResponse(Health(status="ok", jira=jira_health, webhooks=webhooks, freshness=fresh))
 
 
 async def readyz(request: Request) -> Response:
@@ -171,11 +174,12 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs a resolved database_url (see embedded.resolve_dsn)")
     dsn, session_dsn = settings.database_url, settings.database_listen_url or settings.database_url
     metrics = Metrics()
-    watch = (
+    watch = Watch(
         Verified(settings.sync_recheck),
         WebhookHealth(bool(settings.webhook_secret), settings.webhook_grace),
+        FreshnessWatch(settings),
     )
-    metrics.watch_health(watch[1])
+    metrics.watch_health(watch.health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -214,8 +218,9 @@ def create_app(settings: Settings) -> Starlette:
                     reader=parts.reader,
                     feed=follower,
                     hub=streams,
-                    verified=watch[0],
-                    health=watch[1],
+                    verified=watch.verified,
+                    health=watch.health,
+                    freshness=watch.freshness,
                     deliveries=deliveries,
                     receiver=receiver(settings, pool, memo),
                 )

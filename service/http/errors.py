@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from service.jira.client import (
+from service.jira.errors import (
     JiraAuthError,
     JiraError,
     JiraRateLimitedError,

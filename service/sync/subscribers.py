@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -33,6 +30,7 @@ from service.storage.changes import Change, Cursor, CursorExpiredError
 from service.storage.subscriptions import Subscription
 from service.sync import notify
 from service.sync.feed import LOST, PAGE, Feed, set_within
+from service.sync.leases import log_takeover, owner_id
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP = 300.0  # seconds: the longest wait between two attempts without Retry-After
@@ -52,7 +50,7 @@ class Deliveries:
     ) -> None:
         self.feed, self.pool, self.session = feed, feed.pool, session
         self.settings, self.metrics = settings, metrics
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner_id()
         self.stop = asyncio.Event()
         self.workers: dict[int, asyncio.Task[None]] = {}
         self._held_until: dict[int, float] = {}
@@ -88,7 +86,10 @@ class Deliveries:
         for lost in set(held) - kept:
             self.workers.pop(lost).cancel()
         self._hold(kept, lease)
-        for subscription in await subscriptions.claim(self.pool, self.owner, lease, list(kept)):
+        taken: list[tuple[str, str]] = []
+        claimed = await subscriptions.claim(self.pool, self.owner, lease, list(kept), taken)
+        log_takeover("subscriptions", taken)
+        for subscription in claimed:
             self._hold({subscription.id}, lease)
             worker = asyncio.create_task(self._work(subscription))
             self.workers[subscription.id] = worker
