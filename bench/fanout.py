@@ -1,4 +1,4 @@
-"""Scenario 10: 300 subscriptions of 30 clients take 30 changes while webhooks keep arriving.
+"""Scenario 11: 300 subscriptions of 30 clients take 30 changes while webhooks keep arriving.
 
 Webhooks go in open loop at RATE; every tenth changes one of the 30 issues the subscriptions
 follow (`keys`), the rest change other issues, which every subscription's worker still reads

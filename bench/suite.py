@@ -26,6 +26,7 @@ from bench import (
     scale,
     streams,
     sync,
+    trust,
     webhooks,
     workers,
 )
@@ -49,7 +50,7 @@ WORLD_SCENARIOS: dict[str, Scenario] = {
     "streams": streams.run,  # later still
     "fanout": fanout.run,  # last: it closes the API while its clients exist
 }
-NAMES = (*WORLD_SCENARIOS, "scale", "sync", "postgres")
+NAMES = (*WORLD_SCENARIOS, "scale", "sync", "trust", "postgres")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -92,6 +93,9 @@ async def run(plan: Plan, only: set[str], results: Results) -> None:
         if "sync" in only:
             print("sync:", flush=True)
             await sync.run(plan, dsn, results)
+        if "trust" in only:
+            print("trust:", flush=True)
+            await trust.run(plan, dsn, results)
         if "postgres" in only:
             print("postgres:", flush=True)
             await postgres.run(plan, dsn, results)

@@ -18,6 +18,8 @@ RUNTIME_OPTIONS = frozenset(
     {
         "latency",
         "search_lag",
+        "clock_offset",
+        "minute_precision",
         "rate_limit",
         "burst",
         "retry_after",

@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--english", action="store_true", help="English status category names (not German)")
     add("--seed", type=int, default=0, help="random seed of the seeded issues")
     add("--search-lag", type=float, default=0.0, help="seconds a change takes to be searchable")
+    add(
+        "--clock-offset", type=float, default=0.0, help="seconds Jira's clock is ahead (or -behind)"
+    )
+    add("--minute-precision", action="store_true", help="JQL compares `updated` to the minute")
     return parser
 
 
@@ -70,6 +74,8 @@ def _options(args: argparse.Namespace) -> SimOptions:
         webhook_secret_in_query=args.webhook_secret_in_query,
         seed=args.seed,
         search_lag=args.search_lag,
+        clock_offset=args.clock_offset,
+        minute_precision=args.minute_precision,
     )
 
 

@@ -138,6 +138,8 @@ def _predicate(
         return lambda issue: (issue.project in projects) != negate
     limit, compare = _when(clause.values[0], clause.field, site), _COMPARE[clause.op]
     if clause.field == "updated":
+        if site.options.minute_precision:
+            return lambda issue: compare(issue.updated.replace(second=0, microsecond=0), limit)
         return lambda issue: compare(issue.updated, limit)
     return lambda issue: compare(issue.created, limit)
 
@@ -168,7 +170,7 @@ def _projects(clause: Clause, site: Site) -> set[str]:
 def _when(value: str, field: str, site: Site) -> datetime:
     period = _PERIOD.match(value.strip())
     if period:
-        return datetime.now(site.zone) - timedelta(**{_UNITS[period[2]]: int(period[1])})
+        return site.clock() - timedelta(**{_UNITS[period[2]]: int(period[1])})
     for layout in _DATE_FORMATS:
         try:
             return datetime.strptime(value.strip(), layout).replace(tzinfo=site.zone)

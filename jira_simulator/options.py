@@ -58,6 +58,12 @@ class SimOptions:
     seed: int = 0
     # Seconds a write takes to reach the search index: until then search does not find it.
     search_lag: float = 0.0
+    # Seconds Jira's clock is ahead of the real one (negative: behind); `updated` stamps,
+    # relative JQL dates and serverInfo all read it.
+    clock_offset: float = 0.0
+    # Compare `updated` truncated to its minute in JQL, as real Jira may (JQL dates have
+    # minute precision): a change at :59.5 is then older than "-1m" a few seconds later.
+    minute_precision: bool = False
 
     @property
     def checks_credentials(self) -> bool:

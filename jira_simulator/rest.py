@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from aiohttp import web
 from . import jql
 from .gate import ANONYMOUS, SIM, jira_errors, unauthorized
 from .options import Flavor
-from .render import FieldSelection, Shape, render_issue, render_myself
+from .render import FieldSelection, Shape, format_time, render_issue, render_myself
 from .state import SimIssue
 
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
@@ -46,6 +46,7 @@ def rest_routes(flavor: Flavor) -> list[web.RouteDef]:
             web.get(base + "/search", search_dc),
             web.post(base + "/search", search_dc),
             web.get(base + "/myself", myself),
+            web.get(base + "/serverInfo", server_info),
         ]
     base = "/rest/api/{version:2|3}"
     return [
@@ -56,6 +57,7 @@ def rest_routes(flavor: Flavor) -> list[web.RouteDef]:
         web.get(base + "/search", removed_search),
         web.post(base + "/search", removed_search),
         web.get(base + "/myself", myself),
+        web.get(base + "/serverInfo", server_info),
     ]
 
 
@@ -133,6 +135,20 @@ async def myself(request: web.Request) -> web.Response:
     return web.json_response(render_myself(sim.site.users[0], sim.options.email, _shape(request)))
 
 
+async def server_info(request: web.Request) -> web.Response:
+    """The site's version and its clock (`serverTime`), as Jira answers any caller."""
+    sim = request.app[SIM]
+    cloud = sim.options.flavor == "cloud"
+    return web.json_response(
+        {
+            "baseUrl": sim.base_url,
+            "version": "1001.0.0-SNAPSHOT" if cloud else "10.3.1",
+            "deploymentType": "Cloud" if cloud else "Server",
+            "serverTime": format_time(sim.site.clock()),
+        }
+    )
+
+
 def visible(request: web.Request, ref: str) -> SimIssue | None:
     """The issue if this caller may see it; anonymous callers see nothing."""
     if request.get(ANONYMOUS):
@@ -148,7 +164,7 @@ def _run(request: web.Request, query: jql.Query) -> list[SimIssue]:
     found = jql.run(query, site, site.lookup)
     if sim.options.search_lag > 0:
         # Jira's index lags its writes: an issue written just now is not found yet.
-        indexed = datetime.now(site.zone) - timedelta(seconds=sim.options.search_lag)
+        indexed = site.clock() - timedelta(seconds=sim.options.search_lag)
         found = [issue for issue in found if issue.updated <= indexed]
     return found
 

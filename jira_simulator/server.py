@@ -31,7 +31,7 @@ class Simulator:
 
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options or SimOptions()
-        self.site = Site(self.options.timezone, self.options.seed)
+        self.site = Site(self.options.timezone, self.options.seed, self.options)
         self.traffic = Traffic()
         self.faults = Faults()
         self.limiter = RateLimiter()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from .options import SimOptions
+
 
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -99,8 +101,9 @@ def next_status(current: Status) -> Status:
 class Site:
     """Issues by id, every key an issue ever had, and a clock in the site's time zone."""
 
-    def __init__(self, timezone: str, seed: int = 0) -> None:
+    def __init__(self, timezone: str, seed: int = 0, options: SimOptions | None = None) -> None:
         self.zone = ZoneInfo(timezone)
+        self.options = options or SimOptions(timezone=timezone, seed=seed)
         self.users = make_users(seed)
         self.issues: dict[int, SimIssue] = {}
         self.projects: dict[str, str] = {}
@@ -111,9 +114,13 @@ class Site:
         self._random = random.Random(seed)  # noqa: S311 -- made-up data, not secrets
         self._last = datetime.fromtimestamp(0, self.zone)
 
+    def clock(self) -> datetime:
+        """The site's wall clock: ours, shifted by the clock_offset option."""
+        return datetime.now(self.zone) + timedelta(seconds=self.options.clock_offset)
+
     def now(self) -> datetime:
         """The site's time, in milliseconds, strictly after every earlier stamp."""
-        moment = to_millis(datetime.now(self.zone))
+        moment = to_millis(self.clock())
         self._last = max(moment, self._last + timedelta(milliseconds=1))
         return self._last
 

@@ -13,12 +13,14 @@ _ENDPOINTS = (
     (re.compile(r"^/rest/api/[^/]+/search/jql/?$"), "search_jql"),
     (re.compile(r"^/rest/api/[^/]+/search/?$"), "search"),
     (re.compile(r"^/rest/api/[^/]+/myself/?$"), "myself"),
+    (re.compile(r"^/rest/api/[^/]+/serverInfo/?$"), "server_info"),
     (re.compile(r"^/rest/webhooks/1\.0/webhook(/[^/]*)?/?$"), "webhooks"),
 )
 
 
 def endpoint_of(path: str) -> str:
-    """A short name for counters: bulkfetch, issue, search_jql, search, myself, webhooks, other."""
+    """A short name for counters: bulkfetch, issue, search_jql, search, myself, server_info,
+    webhooks, other."""
     return next((name for pattern, name in _ENDPOINTS if pattern.match(path)), "other")
 
 

@@ -275,7 +275,10 @@ class Settings:
         "JIRA_POLL_BUDGET", 50.0, real(1, DAY), "seconds one poll run may spend"
     )
     lease_seconds: float = setting(
-        "JIRA_LEASE_SECONDS", 120.0, real(1, DAY), "seconds a claim holds keys"
+        "JIRA_LEASE_SECONDS",
+        120.0,
+        real(1, DAY),
+        "longest lease on poll keys or sync projects; each is one interval, renewed",
     )
     not_found_recheck: float = setting(
         "JIRA_NOT_FOUND_RECHECK", 86400.0, real(1, YEAR), "seconds before an unknown key is asked"
@@ -309,7 +312,10 @@ class Settings:
         "REFRESH_TIMEOUT", 25.0, real(0.1, 600), "longest a refresh route waits before answering"
     )
     webhook_manage: bool = setting(
-        "JIRA_WEBHOOK_MANAGE", False, flag, "keep our Jira webhook's filter on the tracked projects"
+        "JIRA_WEBHOOK_MANAGE",
+        True,
+        flag,
+        "keep the filter of the webhook `webhook install` registered on the tracked projects",
     )
     track_reads_for: float = setting(
         "TRACK_READS_FOR", 604800.0, real(3600, 10 * YEAR), "seconds a key only read stays tracked"
@@ -351,7 +357,7 @@ class Settings:
         "SUBSCRIPTION_BACKOFF", 1.0, real(0.001, HOUR), "first retry delay, doubling, in seconds"
     )
     subscription_lease: float = setting(
-        "SUBSCRIPTION_LEASE", 30.0, real(0.1, HOUR), "seconds a replica holds a subscription"
+        "SUBSCRIPTION_LEASE", 10.0, real(0.1, HOUR), "seconds a replica holds a subscription"
     )
     client_max_subscriptions: int = setting(
         "CLIENT_MAX_SUBSCRIPTIONS", 20, whole(0, 100_000), "subscriptions one client may hold"

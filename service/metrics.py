@@ -25,7 +25,7 @@ from service.collectors import (
     JiraCollector,
     MemoCollector,
 )
-from service.storage import gauges
+from service.storage import gauges, watermarks
 from service.storage.pool import UNREACHABLE, DatabaseUnavailableError
 
 if TYPE_CHECKING:  # the collectors read them; importing them would make metrics import sync
@@ -137,6 +137,16 @@ class Metrics:
         self.sync_failing = Gauge(
             "jsc_sync_project_failing", "1 while a project's sync fails", ["project"], registry=r
         )
+        self.jira_skew = Gauge(
+            "jsc_jira_clock_skew_seconds",
+            "Seconds Jira's clock is ahead of ours (negative: behind), measured each sync round",
+            registry=r,
+        )
+        self.index_lag = Gauge(
+            "jsc_jira_index_lag_seconds",
+            "Largest search index lag the sync observed in the last hour",
+            registry=r,
+        )
         self.deliveries = Counter(
             "jsc_subscription_deliveries",
             "Delivery attempts to subscribers by outcome",
@@ -205,3 +215,6 @@ class Metrics:
         for mark in marks:
             self.sync_lag.labels(mark.project).set(mark.lag)
             self.sync_failing.labels(mark.project).set(1.0 if mark.failing else 0.0)
+        clock = await watermarks.jira_clock(pool)
+        self.jira_skew.set(clock.skew)
+        self.index_lag.set(clock.index_lag)

@@ -218,3 +218,12 @@ class CachedIssue:
     state: State
     error: str | None
     failures: int
+
+
+def project_of(key: str) -> str | None:
+    """A key's Jira project: what precedes its dash ("PRJ" in "PRJ-7"); None for a numeric id.
+
+    The one definition in Python; PostgreSQL's is jira_project(key) (migration 011).
+    """
+    project, dash, _ = key.partition("-")
+    return project if dash else None

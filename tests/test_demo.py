@@ -31,10 +31,11 @@ async def test_demo_shows_webhooks_and_polls_then_stops_on_sigint(tmp_path: Path
     assert process.stdout is not None
     seen: set[str] = set()
     text: list[str] = []
-    deadline = time.monotonic() + 20
+    # Generous bounds: on a loaded machine the embedded PostgreSQL alone may take seconds.
+    deadline = time.monotonic() + 120
     try:
         while not seen >= {"webhook", "poll"} and time.monotonic() < deadline:
-            line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+            line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
             if not line:
                 break
             text.append(line)
@@ -42,7 +43,7 @@ async def test_demo_shows_webhooks_and_polls_then_stops_on_sigint(tmp_path: Path
                 seen.add(match[1])
     finally:
         process.send_signal(signal.SIGINT)
-        rest, errors = await asyncio.wait_for(process.communicate(), 10)
+        rest, errors = await asyncio.wait_for(process.communicate(), 60)
     assert seen >= {"webhook", "poll"}, "".join(text) + errors.decode()
     assert f"curl -s localhost:{port}/api/v1/projects/checkout/jira" in "".join(text)
     assert process.returncode == 0, errors.decode()
@@ -52,8 +53,9 @@ async def test_demo_shows_webhooks_and_polls_then_stops_on_sigint(tmp_path: Path
 
 
 async def test_demo_heals_a_dropped_webhook_early_in_80_columns(tmp_path: Path) -> None:
-    """With its default timings the demo drops a webhook at once and shows it healed within
-    20 s of its first frame; every line fits 80 columns, the simulator's address whole."""
+    """With its default timings the demo drops a webhook at once and shows it healed soon
+    after its first frame (a sync every 3 s: within seconds on a quiet machine; the bound here
+    is generous, for a loaded one); every line fits 80 columns, the simulator's address whole."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "service", "demo", "--port", str(port)],
@@ -66,17 +68,17 @@ async def test_demo_heals_a_dropped_webhook_early_in_80_columns(tmp_path: Path) 
     first_frame: float | None = None
     try:
         while not any(line.startswith("healed: ") for line in text):
-            line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+            line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
             if not line:
                 break
             text.append(line)
             if first_frame is None and line.startswith("  the Jira simulator: "):
                 first_frame = time.monotonic()
-            if first_frame is not None and time.monotonic() - first_frame > 20:
+            if first_frame is not None and time.monotonic() - first_frame > 90:
                 break
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.communicate(), 10)
+        await asyncio.wait_for(process.communicate(), 60)
     shown = "".join(text)
     assert "(webhook dropped)" in shown and "! Jira: " in shown, shown
     assert any(line.startswith("healed: ") for line in text), shown

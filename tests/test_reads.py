@@ -13,7 +13,7 @@ import pytest
 
 from jira_simulator import Simulator
 from service.config import JiraSettings, Settings
-from service.jira.client import JiraUnavailableError
+from service.jira.errors import JiraUnavailableError
 from service.model import CachedIssue
 from service.storage import issues as store
 from service.storage import links, tracking

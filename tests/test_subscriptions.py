@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -357,9 +358,10 @@ async def _true(value: bool) -> bool:
 
 
 async def test_a_killed_replicas_subscription_is_taken_over_from_its_cursor(
-    fresh, settings
+    fresh, settings, caplog
 ) -> None:
-    """A lease left by a dead replica expires; another replica then delivers every entry once."""
+    """A lease left by a dead replica expires; another replica then delivers every entry once,
+    and logs that it took the subscription over from the dead owner."""
     async with receiving(Receiver()) as receiver:
         async with app_client(settings, **FAST, subscriptions_deliver=False) as http:
             created = await subscribe(http, receiver.url)
@@ -368,10 +370,13 @@ async def test_a_killed_replicas_subscription_is_taken_over_from_its_cursor(
             " lease_until = now() + interval '0.5 seconds'"
         )
         await write(fresh, "PRJ-1", "PRJ-2")
-        async with app_client(settings, **FAST) as http:
-            await eventually(lambda: _true(len(receiver.taken) == 2))
-            owner = await fresh.fetchval("SELECT lease_owner FROM subscriptions")
+        with caplog.at_level(logging.WARNING, logger="service.sync.leases"):
+            async with app_client(settings, **FAST) as http:
+                await eventually(lambda: _true(len(receiver.taken) == 2))
+                owner = await fresh.fetchval("SELECT lease_owner FROM subscriptions")
         assert owner != "killed:1"
+        taken = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+        assert len(taken) == 1 and f"subscriptions {created['id']} from killed:1" in taken[0]
     assert [r.delivery_id.split(":")[0] for r in receiver.taken] == [created["id"]] * 2
     assert receiver.keys() == ["PRJ-1", "PRJ-2"]
 

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.jira.webhooks import EVENTS, read_webhook
 from service.storage import links, registration, tracking
+from service.sync.health import WebhookHealth
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.registrar import manage_filter
@@ -268,7 +269,7 @@ async def test_manage_keeps_a_webhook_disabled_in_jira_disabled(setup, db, jira,
 
 @pytest.mark.parametrize("jira", ["cloud"], indirect=True)
 async def test_manage_is_scheduled_only_when_asked(setup, db, client) -> None:
-    """JIRA_WEBHOOK_MANAGE=true adds the filter job to the scheduler; unset, there is none."""
+    """JIRA_WEBHOOK_MANAGE=true (the default) adds the filter job to the scheduler; false, not."""
     poller = Poller(db, Refresher(db, client, setup.cache_ttl), setup)
     jobs = {}
     for manage in ("true", "false"):
@@ -378,3 +379,49 @@ async def test_install_takes_over_the_configured_webhook(setup, db, jira) -> Non
     assert code == 0 and "updated webhook 1" in out
     assert [hook.id for hook in hooks(jira)] == [1] and jira.options.webhook_url is None
     assert [attempt.status for attempt in jira.attempts] == [200]
+
+
+async def test_uncovered_project_is_reported_by_status_check_and_healthz(setup, db, jira) -> None:
+    """A tracked project outside our webhook's filter is named: status and check exit 1,
+    the webhook health says `partial` with `uncovered_projects`."""
+    await link(db, "ALPHA-1")
+    await install(setup)
+    await link(db, "BETA-2")  # linked after the install: the filter still says ALPHA only
+    code, out = await status(setup)
+    checks = {finding.name: finding for finding in await run_checks(wired_env(setup))}
+    verdict = await WebhookHealth(True, 120.0).evaluate(db)
+    assert code == 1 and "leaves out tracked project(s) BETA" in out
+    assert checks["webhook"].ok is False and "BETA" in checks["webhook"].detail
+    assert verdict.state == "partial" and verdict.uncovered_projects == ("BETA",)
+    assert verdict.as_json()["uncovered_projects"] == ["BETA"]
+
+
+async def test_install_leaves_the_filter_managed_unless_told(setup, db, jira, client) -> None:
+    """By default (no JIRA_WEBHOOK_MANAGE set) the filter `install` set follows new projects;
+    `--no-manage` leaves it as it was."""
+    assert Settings.from_env({}).webhook_manage is True
+    await link(db, "ALPHA-1")
+    await install(setup)
+    await link(db, "BETA-2")
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    managed = await manage_filter(db, client, setup, later)
+    (hook,) = hooks(jira)
+    await cli.install(setup, URL, False, False, io.StringIO(), manage=False)
+    await link(db, "GAMMA-3")
+    left = await manage_filter(db, client, setup, later + timedelta(minutes=2))
+    (kept,) = hooks(jira)
+    assert managed == "updated" and hook.jql == 'project in ("ALPHA", "BETA")'
+    assert left == "unmanaged" and kept.jql == 'project in ("ALPHA", "BETA")'
+
+
+def wired_env(settings: Settings) -> dict[str, str]:
+    assert settings.jira is not None and settings.database_url is not None
+    flavor = {"JIRA_FLAVOR": settings.jira.flavor, "JIRA_PAT": TOKEN}
+    return {
+        "DATABASE_URL": settings.database_url,
+        "JIRA_BASE_URL": settings.jira.base_url,
+        "JIRA_EMAIL": EMAIL,
+        "JIRA_API_TOKEN": TOKEN,
+        "JIRA_WEBHOOK_SECRET": SECRET,
+        **flavor,
+    }

@@ -23,7 +23,7 @@ from service.cli.common import (
     run,
 )
 from service.cli.display import printable
-from service.cli.sync import check_sync
+from service.cli.sync import check_freshness, check_sync
 from service.cli.webhook import check_webhook
 from service.config import ConfigError, Settings
 from service.jira import client as jira
@@ -120,7 +120,8 @@ async def check_db(settings: Settings) -> list[Finding]:
         found = Finding("database", True, f"PostgreSQL {version} at {redact_dsn(dsn)}")
         migrations = await check_migrations(connection)
         if migrations.ok and "pending" not in migrations.detail:
-            return [found, migrations, await check_sync(connection)]
+            synced = await check_sync(connection)
+            return [found, migrations, synced, await check_freshness(connection, settings)]
         return [found, migrations]
     finally:
         await connection.close()

@@ -126,15 +126,24 @@ def coverage(hook: webhooks.Webhook, projects: list[str]) -> str:
         return "every project"
     if projects and webhooks.project_filter(projects) == hook.jql:
         return f"the {len(projects)} tracked project(s)"
+    if left_out := webhooks.uncovered(hook.jql, projects):
+        return (
+            f"leaves out tracked project(s) {', '.join(left_out)}: their changes wait for the "
+            "sync; run `webhook install` again (serve keeps a managed filter current)"
+        )
     tracked = ", ".join(projects) or "none"
-    return f"not the tracked projects ({tracked}): run `webhook install` again"
+    return f"not exactly the tracked projects ({tracked}); every tracked one is covered"
 
 
 def managed(settings: Settings, saved: registration.Registration | None) -> str:
     if not settings.webhook_manage:
-        return "no (JIRA_WEBHOOK_MANAGE=true keeps the filter on the tracked projects)"
+        return "no: JIRA_WEBHOOK_MANAGE=false (unset it to keep the filter on the tracked projects)"
     if saved is None:
-        return "no: JIRA_WEBHOOK_MANAGE is on, but `webhook install` has not run"
+        return "no: `webhook install` has not registered one from this database"
+    if saved.all_projects:
+        return "no need: it covers every project (--all-projects)"
+    if not saved.manage:
+        return "no: installed with --no-manage (run `webhook install` without it to manage)"
     return f"yes, filter last set {render_time(saved.set_at)}"
 
 

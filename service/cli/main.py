@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "changes": lambda settings: changes.run(settings, args),
         "sync": sync.sync_once,
         "client": lambda settings: clients.run(settings, args),
+        "untrack": lambda settings: sync.untrack(settings, args.keys),
     }
     try:
         return run[args.command](settings)

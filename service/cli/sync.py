@@ -1,18 +1,24 @@
-"""`sync --once`: one changed-since round now, with progress and a summary; and its check line."""
+"""`sync --once` and `untrack`; and `check`'s sync and freshness lines."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+from datetime import UTC, datetime
 from typing import TextIO
 
 import asyncpg
 
 from service.cli.common import Finding, Progress, SubParsers, database, run
 from service.config import Settings
-from service.storage import gauges, registration, watermarks
-from service.sync.catchup import RoundReport, Syncer
+from service.jira import client as jira
+from service.model import InvalidKeyError, normalize_key
+from service.storage import freshness, links, registration, tracking, watermarks
+from service.sync import health
+from service.sync.changed_since import RoundReport, Syncer
+from service.sync.freshness import judge
 from service.sync.parts import jira_parts
 
 
@@ -23,6 +29,17 @@ def add_command(commands: SubParsers[argparse.ArgumentParser]) -> None:
     sync.add_argument(
         "--once", action="store_true", required=True, help="one round over every project"
     )
+    untrack = commands.add_parser(
+        "untrack", help="stop tracking keys no project links (read once, or mistyped)"
+    )
+    untrack.add_argument("keys", nargs="+", metavar="KEY", type=_key)
+
+
+def _key(text: str) -> str:
+    try:
+        return normalize_key(text)
+    except InvalidKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sync_once(settings: Settings, out: TextIO = sys.stdout) -> int:
@@ -42,18 +59,60 @@ async def sync_round(settings: Settings, out: TextIO) -> int:
             report = await syncer.sync(lambda done: progress.advance(done - progress.done))
         finally:
             progress.close()
-    print(summary(report), file=out)
+        unknown = await unknown_keys(pool, sorted(report.unknown))
+    print(summary(report, unknown), file=out)
     return 1 if report.failed else 0
 
 
-def summary(report: RoundReport) -> str:
+async def unknown_keys(executor: asyncpg.Pool | asyncpg.Connection, projects: list[str]) -> str:
+    """Who tracks the projects Jira does not know: each key, and the projects linking it."""
+    if not projects:
+        return ""
+    keys = await tracking.keys_of_projects(executor, projects)
+    linking = await links.linked_by(executor, [key for ks in keys.values() for key in ks])
+
+    def named(key: str) -> str:
+        by = linking.get(key)
+        return f"{key} (linked by {', '.join(by)})" if by else f"{key} (read, not linked)"
+
+    return "; ".join(
+        f"{project}: {', '.join(named(key) for key in keys.get(project, [])[:10])}"
+        for project in projects
+    )
+
+
+def summary(report: RoundReport, unknown: str = "") -> str:
     seconds = (report.finished or time.monotonic()) - report.started
     lines = [
         f"{len(report.synced)} projects synced in {seconds:.1f}s: {report.changes} changes "
         f"found in {report.pages} pages; {len(report.failed)} failed"
     ]
     lines += [f"  {project}: {reason}" for project, reason in sorted(report.failed.items())]
+    if report.unknown:
+        lines.append(
+            f"warning: Jira does not know project(s) {', '.join(sorted(report.unknown))}; "
+            f"{unknown}. Unlink the keys (a key Jira does not know is untracked when unlinked), "
+            "or `jira-status-cache untrack KEY...` those only read"
+        )
     return "\n".join(lines)
+
+
+def untrack(settings: Settings, keys: list[str], out: TextIO = sys.stdout) -> int:
+    return run(untrack_keys(settings, keys, out))
+
+
+async def untrack_keys(settings: Settings, keys: list[str], out: TextIO) -> int:
+    """Untrack the keys no project links; name the linked ones, which stay (exit 1)."""
+    async with database(settings) as pool:
+        gone = await tracking.untrack(pool, keys)
+        linked = await links.linked_by(pool, keys)
+    if gone:
+        print(f"untracked: {', '.join(gone)}", file=out)
+    for key, projects in sorted(linked.items()):
+        print(f"{key}: still linked by {', '.join(projects)}; unlink it first", file=out)
+    if left := sorted(set(keys) - set(gone) - set(linked)):
+        print(f"not tracked: {', '.join(left)}", file=out)
+    return 1 if linked else 0
 
 
 async def check_sync(connection: asyncpg.Connection) -> Finding:
@@ -61,10 +120,44 @@ async def check_sync(connection: asyncpg.Connection) -> Finding:
     marks = await watermarks.watermarks(connection)
     if not marks:
         return Finding("sync", True, "no project synced yet")
-    failing = [f"{mark.project} ({mark.error})" for mark in marks if mark.error]
-    age = await gauges.oldest_verified_age(connection)
-    oldest = "never" if age is None else f"{age:.0f}s ago"
+    failing = [f"{m.project} ({m.error})" for m in marks if m.error and not m.unknown_to_jira]
+    lags = await freshness.oldest_verified_seconds(connection)
+    oldest = "never" if lags is None else f"{lags:.0f}s ago"
     detail = f"{len(marks)} projects, oldest verified {oldest}"
     if failing:
         return Finding("sync", False, f"{detail}; failing: {'; '.join(failing)}"[:500])
+    if unknown := sorted(m.project for m in marks if m.unknown_to_jira):
+        who = await unknown_keys(connection, unknown)
+        return Finding("sync", True, f"{detail}; warning: Jira does not know {who}"[:500])
     return Finding("sync", True, detail)
+
+
+async def check_freshness(connection: asyncpg.Connection, settings: Settings) -> Finding:
+    """The /healthz freshness verdict in words, with Jira's clock measured now."""
+    configured = bool(settings.webhook_secret)
+    webhooks = await health.WebhookHealth(configured, settings.webhook_grace).judge_now(connection)
+    clock = await watermarks.jira_clock(connection)
+    if (measured := await _jira_clock(settings)) is not None:
+        clock = dataclasses.replace(
+            clock, skew=measured.skew, skew_error=measured.error, skew_measured_at=_now()
+        )
+    marks = await watermarks.watermarks(connection)
+    verdict = judge(settings, marks, clock, webhooks, await watermarks.now(connection))
+    # A skew is corrected by the sync, and an unknown project named: warnings, not failures.
+    ok = verdict.state in ("ok", "off", "skewed", "unknown_projects")
+    return Finding("freshness", ok, " | ".join(verdict.lines())[:800])
+
+
+async def _jira_clock(settings: Settings) -> jira.ServerClock | None:
+    if settings.jira is None:
+        return None
+    quick = dataclasses.replace(settings.jira, max_retries=0, timeout=10.0)
+    try:
+        async with jira.open_session(quick) as session:
+            return await jira.JiraClient(session, quick).server_clock()
+    except jira.JiraError:
+        return None  # the jira line says what is wrong
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -36,6 +36,11 @@ def add_command(commands: SubParsers[argparse.ArgumentParser]) -> None:
     install.add_argument(
         "--all-projects", action="store_true", help="every Jira project, not the tracked ones"
     )
+    install.add_argument(
+        "--no-manage",
+        action="store_true",
+        help="leave the filter as set now; by default serve keeps it on the tracked projects",
+    )
     status = actions.add_parser("status", help="whether ours is registered, and the last delivery")
     uninstall = actions.add_parser("uninstall", help="remove our webhook from Jira")
     for action in (status, uninstall):
@@ -63,7 +68,8 @@ def main(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout)
     if args.action == "install":
         if not settings.webhook_secret:
             raise ConfigError("JIRA_WEBHOOK_SECRET", "required: Jira proves its deliveries with it")
-        return run(install(settings, args.url, args.all_projects, args.show_secret, out))
+        manage = not args.no_manage
+        return run(install(settings, args.url, args.all_projects, args.show_secret, out, manage))
     if args.action == "status":
         return run(status(settings, args.url, args.show_secret, out))
     return run(uninstall(settings, args.url, args.show_secret, out))
@@ -73,7 +79,12 @@ def main(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout)
 
 
 async def install(
-    settings: Settings, url: str, all_projects: bool, show_secret: bool, out: TextIO
+    settings: Settings,
+    url: str,
+    all_projects: bool,
+    show_secret: bool,
+    out: TextIO,
+    manage: bool = True,
 ) -> int:
     async with (
         database(settings) as pool,
@@ -98,7 +109,9 @@ async def install(
             return 1
         now = datetime.now(UTC)
         jql = "" if projects is None else webhooks.project_filter(projects)
-        saved = registration.Registration(placed.webhook.id, url, all_projects, jql, now, now)
+        saved = registration.Registration(
+            placed.webhook.id, url, all_projects, jql, now, now, manage
+        )
         await registration.save(pool, saved)
     verb = "created" if placed.created else "updated"
     print(
@@ -152,7 +165,14 @@ async def status(settings: Settings, url: str | None, show_secret: bool, out: Te
         print(f"  {'covers':<9}{display.coverage(hook, projects)}", file=out)
     print(f"managed: {display.managed(settings, saved)}", file=out)
     print(f"last delivery: {display.since(last)}", file=out)
-    return 1 if any(display.problems(hook) for hook in ours) else 0
+    # Uncovered tracked projects: their changes reach us only through the sync and the poll.
+    trouble = [display.problems(hook) + _uncovered(hook, projects) for hook in ours]
+    return 1 if any(trouble) else 0
+
+
+def _uncovered(hook: webhooks.Webhook, projects: list[str]) -> list[str]:
+    left_out = webhooks.uncovered(hook.jql, projects)
+    return [f"leaves out tracked project(s) {', '.join(left_out)}"] if left_out else []
 
 
 # uninstall
@@ -203,7 +223,7 @@ async def check_webhook(settings: Settings, jira_ok: bool | None) -> Finding:
         return Finding("webhook", True, "off: JIRA_WEBHOOK_SECRET is unset")
     if not jira_ok:
         return Finding("webhook", None, "needs Jira")
-    saved, last = await _stored(settings)
+    saved, last, projects = await _stored(settings)
     quick = dataclasses.replace(jira_of(settings), max_retries=0, timeout=10.0)
     try:
         async with jira.open_session(quick) as session:
@@ -218,27 +238,28 @@ async def check_webhook(settings: Settings, jira_ok: bool | None) -> Finding:
         hint = "`webhook install --url ...` registers one, or unset JIRA_WEBHOOK_SECRET"
         return Finding("webhook", False, f"none of ours registered ({hint}); last {last}")
     hook = ours[0]
-    if trouble := display.problems(hook):
+    if trouble := display.problems(hook) + _uncovered(hook, projects):
         return Finding("webhook", False, f"webhook {hook.id} {'; '.join(trouble)}")
     detail = f"webhook {hook.id} enabled, filter {hook.jql or 'every project'}; last {last}"
     return Finding("webhook", True, detail)
 
 
-async def _stored(settings: Settings) -> tuple[str | None, str]:
-    """Our URL as install saved it, and the last delivery, if the database answers (its own
-    line says what is wrong with it)."""
+async def _stored(settings: Settings) -> tuple[str | None, str, list[str]]:
+    """Our URL as install saved it, the last delivery and the tracked projects, if the
+    database answers (its own line says what is wrong with it)."""
     try:
         dsn = await asyncio.to_thread(resolve_dsn, settings.database_url, settings.data_dir)
         # Through a transaction pooler, named statements would miss on the next transaction.
         cache = 0 if settings.database_pooler == "transaction" else 100
         connection = await asyncpg.connect(dsn, timeout=5, statement_cache_size=cache)
     except CONNECT_FAILED:
-        return None, "delivery unknown"
+        return None, "delivery unknown", []
     try:
         saved = await registration.load(connection)
         last = await registration.last_delivery(connection)
+        projects = await registration.tracked_projects(connection)
     except asyncpg.PostgresError:
-        return None, "delivery unknown"
+        return None, "delivery unknown", []
     finally:
         await connection.close()
-    return (saved.url if saved else None), f"delivery {display.since(last)}"
+    return (saved.url if saved else None), f"delivery {display.since(last)}", projects

@@ -23,13 +23,14 @@ from service.http.middleware import BodyLimit, Guard, ScopeGuard
 from service.http.responses import ShapedResponse
 from service.http.services import KEY, Services, services
 from service.metrics import Metrics
-from service.shapes.probes import Health, Readiness, shape_webhook_health
+from service.shapes.probes import Health, Readiness, shape_freshness, shape_webhook_health
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, connect_session, open_pool
 from service.sync import feed, hub, listener, subscribers
+from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
-from service.sync.parts import jira_parts
+from service.sync.parts import Watch, jira_parts
 from service.sync.verified import Verified
 from service.sync.webhook import Receiver
 
@@ -40,8 +41,10 @@ WEBHOOK_PATH = "/api/v1/webhooks/jira"
 async def healthz(request: Request) -> Response:
     client = services(request).jira
     jira_health = client.health if client else "unconfigured"
-    webhooks = shape_webhook_health(services(request).health.verdict)
-    return ShapedResponse(Health(status="ok", jira=jira_health, webhooks=webhooks))
+    found = services(request)
+    webhooks = shape_webhook_health(found.health.verdict)
+    fresh = shape_freshness(found.freshness.verdict)
+    return ShapedResponse(Health(status="ok", jira=jira_health, webhooks=webhooks, freshness=fresh))
 
 
 async def readyz(request: Request) -> Response:
@@ -152,11 +155,12 @@ def create_app(settings: Settings) -> Starlette:
         raise ValueError("create_app needs a resolved database_url (see embedded.resolve_dsn)")
     dsn, session_dsn = settings.database_url, settings.database_listen_url or settings.database_url
     metrics = Metrics()
-    watch = (
+    watch = Watch(
         Verified(settings.sync_recheck),
         WebhookHealth(bool(settings.webhook_secret), settings.webhook_grace),
+        FreshnessWatch(settings),
     )
-    metrics.watch_health(watch[1])
+    metrics.watch_health(watch.health)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -196,8 +200,9 @@ def create_app(settings: Settings) -> Starlette:
                     reader=parts.reader,
                     feed=follower,
                     hub=streams,
-                    verified=watch[0],
-                    health=watch[1],
+                    verified=watch.verified,
+                    health=watch.health,
+                    freshness=watch.freshness,
                     deliveries=deliveries,
                     clients=callers,
                     receiver=receiver(settings, pool, memo),

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from service.http.services import services
-from service.jira.client import (
+from service.jira.errors import (
     JiraAuthError,
     JiraError,
     JiraRateLimitedError,

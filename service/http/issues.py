@@ -13,7 +13,7 @@ from service.config import Settings
 from service.http.errors import ApiError, ErrorCode, IssueNotFound
 from service.http.responses import ShapedResponse
 from service.http.services import services
-from service.jira.client import JiraError
+from service.jira.errors import JiraError
 from service.model import CachedIssue, check_project_id, normalize_key, render_time
 from service.shapes import Encoded, Issue, shape_issue
 from service.shapes.links import Link, LinkList, LinkResult

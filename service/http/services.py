@@ -12,6 +12,7 @@ from service.http.clients import Clients
 from service.jira.client import JiraClient
 from service.metrics import Metrics
 from service.sync.feed import Feed
+from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.hub import Hub
 from service.sync.memo import Memo
@@ -39,6 +40,7 @@ class Services:
     hub: Hub
     verified: Verified
     health: WebhookHealth
+    freshness: FreshnessWatch
     deliveries: Deliveries | None
     clients: Clients
     receiver: Receiver | None

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.jira.client import FIELDS, JiraClient, JiraError, unknown_projects_in
+from service.jira.client import FIELDS, JiraClient
+from service.jira.errors import SearchRefusedError, unknown_projects_in
+from service.jira.paging import search_pages
 from service.model import InvalidIssueError, Issue, normalize_issue
 
 # Projects per query, so that no JQL grows unbounded; issues per page (Jira's usual cap
@@ -60,47 +62,20 @@ class ChangeSearch:
 
     async def issues(self) -> AsyncIterator[list[Issue]]:
         """Every page's issues, following every page; a dropped project restarts the search."""
-        cursor: Any = None
         while self.projects:
-            status, body = await self._page(cursor)
-            if status == 400:
-                self._drop_named(body)
-                cursor = None
-                continue
-            self.pages += 1
-            page = self._read(body)
-            yield page
-            if self.since is not None and any(issue.updated < self.since for issue in page):
+            query = {"jql": self.jql(), "fields": list(FIELDS), "maxResults": PAGE_SIZE}
+            try:
+                async for raw in search_pages(self.client, query):
+                    self.pages += 1
+                    page = self._read(raw)
+                    yield page
+                    if self.since is not None and any(i.updated < self.since for i in page):
+                        return
                 return
-            cursor = self._next(body, cursor)
-            if cursor is None:
-                return
+            except SearchRefusedError as refused:
+                self._drop_named(refused)
 
-    async def _page(self, cursor: Any) -> tuple[int, Any]:
-        body: dict[str, Any] = {"jql": self.jql(), "fields": list(FIELDS)}
-        body["maxResults"] = PAGE_SIZE
-        if self.client.flavor == "dc":
-            body["startAt"] = cursor or 0
-            return await self.client.call("POST", "/search", body, accept=(200, 400))
-        if cursor is not None:
-            body["nextPageToken"] = cursor
-        return await self.client.call("POST", "/search/jql", body, accept=(200, 400))
-
-    def _next(self, body: Any, cursor: Any) -> Any:
-        """The next page's cursor: Cloud's token, or Data Center's next startAt; None at the end."""
-        if not isinstance(body, dict):
-            return None
-        if self.client.flavor != "dc":
-            token = body.get("nextPageToken")
-            return token if isinstance(token, str) and token and not body.get("isLast") else None
-        issues, total = body.get("issues") or [], body.get("total")
-        start = (cursor or 0) + len(issues)
-        return start if issues and isinstance(total, int) and start < total else None
-
-    def _read(self, body: Any) -> list[Issue]:
-        raw = body.get("issues") if isinstance(body, dict) else None
-        if not isinstance(raw, list):
-            raise JiraError("POST search", 200, "the answer has no list of issues")
+    def _read(self, raw: list[Any]) -> list[Issue]:
         found = []
         for item in raw:
             try:
@@ -109,16 +84,11 @@ class ChangeSearch:
                 self.invalid += 1
         return found
 
-    def _drop_named(self, body: Any) -> None:
-        messages = [str(m) for m in (body.get("errorMessages") or [])] if body else []
-        named = {name for text in messages for name in unknown_projects_in(text)}
+    def _drop_named(self, refused: SearchRefusedError) -> None:
+        named = {name for text in refused.texts for name in unknown_projects_in(text)}
         gone = named & set(self.projects)
         if not gone:
-            raise JiraError("POST search", 400, "; ".join(messages)[:300] or "no error message")
+            raise refused.plain() from None
         for project in sorted(gone):
-            self.dropped[project] = next(t for t in messages if f"'{project}'" in t.upper())
+            self.dropped[project] = next(t for t in refused.texts if f"'{project}'" in t.upper())
         self.projects = [project for project in self.projects if project not in gone]
-
-
-def chunks(projects: Sequence[str], size: int = PROJECTS_PER_QUERY) -> list[list[str]]:
-    return [list(projects[i : i + size]) for i in range(0, len(projects), size)]

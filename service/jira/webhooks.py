@@ -9,6 +9,7 @@ else gets 401 or 403 (`JiraAuthError`), and must register the webhook by hand.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 from yarl import URL
 
 from service.config import Flavor
-from service.jira.client import JiraClient, JiraError, unknown_projects_in
+from service.jira.client import JiraClient
+from service.jira.errors import JiraError, unknown_projects_in
 
 PATH = "/rest/webhooks/1.0/webhook"
 ADMIN_PAGE = "/plugins/servlet/webhooks"
@@ -75,10 +77,25 @@ def spec_for(flavor: Flavor, url: str, jql: str, secret: str, enabled: bool = Tr
     return Spec(target, jql, secret, enabled)
 
 
+_PROJECT_FILTER = re.compile(r"project\s+in\s*\(([^)]*)\)", re.IGNORECASE)
+
+
 def project_filter(projects: Iterable[str]) -> str:
     """`project in ("A", "B")`: quoted, since a project key may be a JQL word such as AND."""
     quoted = ", ".join(f'"{project}"' for project in sorted(set(projects)))
     return f"project in ({quoted})"
+
+
+def uncovered(jql: str, projects: Iterable[str]) -> list[str]:
+    """The `projects` a webhook filter leaves out: an empty filter covers every project; a
+    filter other than `project in (...)` is not read, and counts as covering them."""
+    if not jql.strip():
+        return []
+    match = _PROJECT_FILTER.fullmatch(jql.strip())
+    if match is None:
+        return []
+    named = {name.strip().strip('"').upper() for name in match[1].split(",")}
+    return sorted(set(projects) - named)
 
 
 def unknown_projects(error: JiraError) -> set[str]:

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from service.shapes import Count, Shape, Time
+from service.sync.freshness import Freshness as FreshnessVerdict
+from service.sync.freshness import State as FreshnessState
 from service.sync.health import State as WebhookState
 from service.sync.health import Verdict
 from service.sync.webhook import Outcome
@@ -23,12 +25,35 @@ class WebhookHealth(Shape, frozen=True):
     changes_last_hour: dict[str, Count]
     missed_last_hour: Count
     missing_projects: list[str]
+    uncovered_projects: list[str]
+
+
+class ProjectFreshness(Shape, frozen=True):
+    last_success_at: Time | None
+    lag_seconds: float | None
+    error: str | None
+    unknown_to_jira: bool
+
+
+class Freshness(Shape, frozen=True):
+    """How fresh the cache can be said to be (sync.freshness): the worst state first."""
+
+    state: FreshnessState
+    problems: dict[FreshnessState, str]
+    jira_clock_skew_seconds: float | None
+    index_lag_seconds: float
+    sync_overlap_seconds: float
+    uncovered_projects: list[str]
+    missed_webhooks_last_hour: Count
+    stalled_projects: list[str]
+    projects: dict[str, ProjectFreshness]
 
 
 class Health(Shape, frozen=True):
     status: Literal["ok"]
     jira: Literal["ok", "degraded", "unconfigured"]
     webhooks: WebhookHealth
+    freshness: Freshness
 
 
 class Readiness(Shape, frozen=True, omit_defaults=True):
@@ -46,12 +71,9 @@ DOCUMENTED = (Health, Readiness, WebhookOutcome)
 
 
 def shape_webhook_health(verdict: Verdict) -> WebhookHealth:
-    last = verdict.last_delivery
-    return WebhookHealth(
-        state=verdict.state,
-        last_delivery_at=None if last is None else last.isoformat(),
-        webhook_share_last_hour=verdict.webhook_share,
-        changes_last_hour=verdict.changes,
-        missed_last_hour=verdict.missed,
-        missing_projects=list(verdict.missing_projects),
-    )
+    # One rendering of each verdict (its as_json, also what the log lines carry), typed here.
+    return msgspec.convert(verdict.as_json(), WebhookHealth)
+
+
+def shape_freshness(verdict: FreshnessVerdict) -> Freshness:
+    return msgspec.convert(verdict.as_json(), Freshness)

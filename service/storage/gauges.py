@@ -66,11 +66,3 @@ async def cache_gauges(db: Executor, ttl: float) -> CacheGauges:
 async def sync_gauges(db: Executor) -> list[SyncGauge]:
     rows = await db.fetch(_SYNC)
     return [SyncGauge(row["project"], row["failing"], float(row["lag"])) for row in rows]
-
-
-async def oldest_verified_age(db: Executor) -> float | None:
-    """Seconds since the least recently verified project was; None: none ever was."""
-    age = await db.fetchval(
-        "SELECT extract(epoch FROM now() - min(verified_at)) FROM sync_projects"
-    )
-    return None if age is None else float(age)

@@ -50,8 +50,21 @@ async def link(executor: Executor, project_id: str, key: str) -> bool:
 
 
 async def unlink(connection: Executor, project_id: str, key: str) -> bool:
+    """Unlink; a key Jira does not know, and no project links now, is untracked at once."""
     removed = await connection.fetchval(_UNLINK, project_id, key)
+    if removed:
+        await tracking.untrack(connection, [key], only_missing=True)
     return bool(removed)
+
+
+async def linked_by(connection: Executor, keys: list[str]) -> dict[str, list[str]]:
+    """The projects linking each of `keys` (keys nobody links are left out)."""
+    rows = await connection.fetch(
+        "SELECT key, array_agg(project_id ORDER BY project_id) AS projects FROM links"
+        " WHERE key = ANY($1::text[]) GROUP BY key",
+        keys,
+    )
+    return {row["key"]: list(row["projects"]) for row in rows}
 
 
 async def list_links(connection: Executor, project_id: str) -> list[Link]:

@@ -200,7 +200,9 @@ async def lag(executor: Executor, subscription: Subscription) -> Lag:
 
 _CLAIM = """
 WITH free AS (
-    SELECT id FROM subscriptions
+    SELECT id, CASE WHEN lease_until < now() AND lease_owner <> $1 THEN lease_owner END
+           AS previous
+      FROM subscriptions
      WHERE paused_at IS NULL
        AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $1)
        AND NOT (id = ANY($3::bigint[]))
@@ -210,12 +212,16 @@ WITH free AS (
 UPDATE subscriptions s
    SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
   FROM free WHERE s.id = free.id
-RETURNING s.*
+RETURNING s.*, free.previous
 """
 
 
 async def claim(
-    executor: Executor, owner: str, seconds: float, held: Sequence[int]
+    executor: Executor,
+    owner: str,
+    seconds: float,
+    held: Sequence[int],
+    taken: list[tuple[str, str]] | None = None,
 ) -> list[Subscription]:
     """Lease every unpaused subscription nobody holds, and this owner's not in `held`.
 
@@ -223,6 +229,8 @@ async def claim(
     under it, say): the next claim starts it again rather than waiting for the lease to end.
     """
     rows = await executor.fetch(_CLAIM, owner, seconds, list(held))
+    if taken is not None:  # (subscription, former owner) for leases that ran out
+        taken += [(str(row["id"]), row["previous"]) for row in rows if row["previous"]]
     return [_subscription(row) for row in rows]
 
 

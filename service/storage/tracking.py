@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from service.storage.pool import Executor
@@ -18,7 +19,7 @@ JITTER = 0.2
 # as a hash join over all of `tracked` between about 50k and 500k keys (measured).
 _CLAIM = """
 WITH due AS (
-    SELECT key FROM tracked
+    SELECT key, lease_owner AS previous FROM tracked
      WHERE next_due_at <= now()
      ORDER BY next_due_at
      LIMIT $2
@@ -35,7 +36,10 @@ UPDATE tracked t
                           AND i.fetched_at > now() - make_interval(secs => $4 * (1 - $5)))
                   AS until) f)
  WHERE t.key = ANY(ARRAY(SELECT key FROM due))
-RETURNING t.key, t.lease_owner IS NOT NULL AS claimed
+RETURNING t.key, t.lease_owner IS NOT NULL AS claimed,
+          (SELECT coalesce(jsonb_object_agg(previous, n), '{}')::text FROM
+            (SELECT previous, count(*) AS n FROM due WHERE previous IS NOT NULL
+              GROUP BY previous) AS p) AS taken
 """
 
 # Each key gets its own next due time, spread over the last `jitter` part of the TTL
@@ -114,11 +118,33 @@ async def forget_unread(executor: Executor, seconds: float) -> int:
 
 
 async def claim_due(
-    executor: Executor, owner: str, limit: int, lease_seconds: float, ttl: float
+    executor: Executor,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    ttl: float,
+    taken: dict[str, int] | None = None,
 ) -> tuple[list[str], int]:
-    """Lease due keys for a read; answer those leased and how many due keys were handled."""
+    """Lease due keys for a read; answer those leased and how many due keys were handled.
+
+    `taken` receives, by former owner, how many keys came from a lease that ran out.
+    """
     rows = await executor.fetch(_CLAIM, owner, limit, lease_seconds, ttl, JITTER)
+    if taken is not None and rows:
+        taken.update(json.loads(rows[0]["taken"]))
     return [row["key"] for row in rows if row["claimed"]], len(rows)
+
+
+async def renew(executor: Executor, owner: str, keys: Sequence[str], seconds: float) -> None:
+    """Hold this owner's lease on `keys` on for `seconds` more: their read is still going."""
+    await executor.execute(
+        "UPDATE tracked SET lease_until = now() + make_interval(secs => $3),"
+        " next_due_at = now() + make_interval(secs => $3)"
+        " WHERE key = ANY($2::text[]) AND lease_owner = $1",
+        owner,
+        list(keys),
+        seconds,
+    )
 
 
 async def release(executor: Executor, owner: str, keys: Sequence[str], after: float) -> None:
@@ -161,3 +187,55 @@ async def make_due(executor: Executor, keys: Sequence[str]) -> int:
         "UPDATE tracked SET next_due_at = now() WHERE key = ANY($1::text[])", list(keys)
     )
     return int(status.split()[-1])
+
+
+# Tracked keys whose issue is current as of its project's last sync (read since coverage
+# began, read by us within `recheck`, answered ok) wait for verified_at + ttl, unread.
+_RELEASE_VERIFIED = """
+UPDATE tracked t
+   SET lease_owner = NULL, lease_until = NULL,
+       next_due_at = s.verified_at + make_interval(secs => $3)
+  FROM issue_keys k, issues i, sync_projects s
+ WHERE t.key = ANY($2::text[]) AND t.lease_owner = $1
+   AND k.key = t.key AND i.id = k.issue_id AND i.state = 'ok'
+   AND s.project = jira_project(i.key)
+   AND i.fetched_at >= s.covered_since
+   AND i.fetched_at > now() - make_interval(secs => $4)
+   AND s.verified_at > now() - make_interval(secs => $3)
+RETURNING t.key
+"""
+
+
+async def release_verified(
+    executor: Executor, owner: str, keys: Sequence[str], ttl: float, recheck: float
+) -> set[str]:
+    """Release the claimed keys a sync has verified within the TTL; answer which."""
+    rows = await executor.fetch(_RELEASE_VERIFIED, owner, list(keys), ttl, recheck)
+    return {row["key"] for row in rows}
+
+
+# Only keys no project links; the row lock of a concurrent link's `touch` orders the two,
+# so a key linked at the same moment is tracked again by that link.
+_UNTRACK = """
+DELETE FROM tracked t
+ WHERE t.key = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM links l WHERE l.key = t.key)
+   AND ($2 OR EXISTS (SELECT 1 FROM missing_keys m WHERE m.key = t.key))
+RETURNING t.key
+"""
+
+
+async def untrack(executor: Executor, keys: Sequence[str], only_missing: bool = False) -> list[str]:
+    """Stop tracking the keys no project links (with `only_missing`, those Jira does not
+    know either); answer which were untracked."""
+    rows = await executor.fetch(_UNTRACK, list(keys), not only_missing)
+    return sorted(row["key"] for row in rows)
+
+
+async def keys_of_projects(executor: Executor, projects: list[str]) -> dict[str, list[str]]:
+    """The tracked keys of each of the Jira `projects` (to name a mistyped one's keys)."""
+    rows = await executor.fetch(
+        "SELECT jira_project(key) AS project, array_agg(key ORDER BY key) AS keys FROM tracked"
+        " WHERE jira_project(key) = ANY($1::text[]) GROUP BY 1",
+        projects,
+    )
+    return {row["project"]: list(row["keys"]) for row in rows}

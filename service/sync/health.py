@@ -14,35 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from service.jira import webhooks
 from service.model import render_time
+from service.storage import freshness, registration
 from service.storage.pool import Executor
 
 log = logging.getLogger(__name__)
-State = Literal["ok", "missing", "silent", "unconfigured", "unknown"]
+State = Literal["ok", "missing", "partial", "silent", "unconfigured", "unknown"]
 # No delivery for this long while changes are found late: the webhook looks gone altogether.
 SILENCE_SECONDS = 900.0
-
-# A sequential scan of issues changed in the last hour; run every half minute, not per request.
-_HEALTH = """
-WITH recent AS (
-    SELECT split_part(key, '-', 1) AS project, changed_by, jira_updated_at,
-           changed_by IN ('sync', 'poll')
-           AND changed_at > jira_updated_at + make_interval(secs => $1) AS missed
-      FROM issues WHERE changed_at > now() - interval '1 hour'
-),
-projects AS (
-    SELECT project FROM recent GROUP BY project
-    HAVING max(jira_updated_at) FILTER (WHERE missed) > coalesce(
-        max(jira_updated_at) FILTER (WHERE changed_by = 'webhook'), '-infinity')
-)
-SELECT (SELECT max(received_at) FROM webhook_deliveries) AS last_delivery,
-       (SELECT max(jira_updated_at) FROM recent WHERE missed) AS last_missed,
-       (SELECT count(*) FROM recent WHERE missed) AS missed,
-       (SELECT coalesce(array_agg(project ORDER BY project), '{}') FROM projects) AS projects,
-       (SELECT coalesce(jsonb_object_agg(changed_by, n), '{}') FROM
-         (SELECT changed_by, count(*) AS n FROM recent GROUP BY changed_by) AS c)::text AS counts,
-       now() AS now
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +32,7 @@ class Verdict:
     changes: dict[str, int] = field(default_factory=dict)  # last hour, by who saw them first
     missed: int = 0
     missing_projects: tuple[str, ...] = ()
+    uncovered_projects: tuple[str, ...] = ()  # tracked, but outside our webhook's filter
 
     @property
     def webhook_share(self) -> float | None:
@@ -68,6 +49,7 @@ class Verdict:
             "changes_last_hour": self.changes,
             "missed_last_hour": self.missed,
             "missing_projects": list(self.missing_projects),
+            "uncovered_projects": list(self.uncovered_projects),
         }
 
 
@@ -81,24 +63,39 @@ class WebhookHealth:
     async def evaluate(self, executor: Executor) -> Verdict:
         if self.verdict.state == "unconfigured":
             return self.verdict
-        (row,) = await executor.fetch(_HEALTH, self.grace)  # aggregates: always one row
+        self._turn(await self.judge_now(executor))
+        return self.verdict
+
+    async def judge_now(self, executor: Executor) -> Verdict:
+        """The verdict from the tables now, without logging or keeping it."""
+        if self.verdict.state == "unconfigured":
+            return self.verdict
+        row = await freshness.webhook_health(executor, self.grace)
         projects = tuple(row["projects"])
         counts = {name: int(n) for name, n in json.loads(row["counts"]).items() if name}
+        uncovered = tuple(await _uncovered(executor))
         state = judge(row["last_delivery"], row["last_missed"], projects, row["now"])
-        self._turn(Verdict(state, row["last_delivery"], counts, row["missed"], projects))
-        return self.verdict
+        if uncovered and state != "silent":
+            state = "partial"
+        return Verdict(state, row["last_delivery"], counts, row["missed"], projects, uncovered)
 
     def _turn(self, verdict: Verdict) -> None:
         was, self.verdict = self.verdict.state, verdict
         if verdict.state == was:
             return
-        if verdict.state in ("missing", "silent"):
+        if verdict.state == "partial":
+            log.warning(
+                "webhooks partial: our webhook's filter leaves out tracked projects %s",
+                ", ".join(verdict.uncovered_projects),
+                extra={"webhooks": verdict.as_json()},
+            )
+        elif verdict.state in ("missing", "silent"):
             log.warning(
                 "webhooks %s: changes reach the cache only through sync or poll",
                 verdict.state,
                 extra={"webhooks": verdict.as_json()},
             )
-        elif was in ("missing", "silent"):
+        elif was in ("missing", "silent", "partial"):
             log.info("webhooks ok again", extra={"webhooks": verdict.as_json()})
 
 
@@ -114,3 +111,11 @@ def judge(
     if quiet and last_missed is not None and (last_delivery is None or last_missed > last_delivery):
         return "silent"
     return "missing" if missing_projects else "ok"
+
+
+async def _uncovered(executor: Executor) -> list[str]:
+    """Tracked projects outside the filter of the webhook `webhook install` registered."""
+    saved = await registration.load(executor)
+    if saved is None or saved.all_projects:
+        return []
+    return webhooks.uncovered(saved.jql, await registration.tracked_projects(executor))

@@ -17,8 +17,8 @@ import time
 
 import aiohttp
 
-from service.jira.client import USER_AGENT
 from service.jira.pacing import parse_retry_after
+from service.jira.transport import USER_AGENT
 
 # 4xx answers that say "not now" rather than "never": retried like 5xx. Any other 4xx (and
 # a redirect, which is not followed: it could lead anywhere) refuses the entry for good,

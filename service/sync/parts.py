@@ -12,7 +12,8 @@ import asyncpg
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.metrics import Metrics
-from service.sync.catchup import Syncer
+from service.sync.changed_since import Syncer
+from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
 from service.sync.poller import Poller
@@ -20,6 +21,15 @@ from service.sync.reads import Reader
 from service.sync.refresh import Refresher
 from service.sync.schedule import add_sync_jobs, start_scheduler
 from service.sync.verified import Verified
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What serve's scheduler keeps current for the reads and /healthz."""
+
+    verified: Verified  # each project's last sync, for the issues' age
+    health: WebhookHealth  # are webhooks delivering?
+    freshness: FreshnessWatch  # the sync's verdict: stalled, failing, skewed, lagging...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +48,7 @@ async def jira_parts(
     pool: asyncpg.Pool,
     metrics: Metrics | None = None,
     memo: Memo | None = None,
-    watch: tuple[Verified, WebhookHealth] | None = None,
+    watch: Watch | None = None,
 ) -> AsyncIterator[Parts]:
     """Build the parts, and on exit drain background reads, stop the poller, close the session.
 
@@ -58,7 +68,7 @@ async def jira_parts(
         if watch is not None:
             scheduler = start_scheduler(poller, pool, settings)
             syncer = Syncer(pool, client, settings, metrics, memo)
-            add_sync_jobs(scheduler, syncer, *watch, settings)
+            add_sync_jobs(scheduler, syncer, watch, settings)
         try:
             yield Parts(reader, client, refresher, poller)
         finally:

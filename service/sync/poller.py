@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from service.config import Settings
-from service.jira.client import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
+from service.jira.errors import JiraAuthError, JiraRateLimitedError, JiraUnavailableError
 from service.storage import issues as store
-from service.storage import tracking, watermarks
+from service.storage import tracking
+from service.sync.leases import lease_for, log_takeover, owner_id, renewing
 from service.sync.refresh import Refresher, Report
 
 log = logging.getLogger(__name__)
 # Within the time a container runtime allows for stopping (often 30 s), with room to spare.
 STOP_GRACE_SECONDS = 10.0
-
-
-def owner_id() -> str:
-    """A name for this process's leases, unique across replicas and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Poller:
@@ -36,6 +29,7 @@ class Poller:
         self.refresher = refresher
         self.settings = settings
         self.owner = owner_id()
+        self.lease = lease_for(settings.poll_interval, settings.lease_seconds)
         self.stopping = False
         self._running: asyncio.Task[Report] | None = None
         self.report = Report()  # the current or last cycle's, filled in batch by batch
@@ -89,13 +83,16 @@ class Poller:
         deadline = self.clock() + settings.poll_budget
         await self._prepare()
         while not self.stopping and self.clock() < deadline:
+            taken: dict[str, int] = {}
             keys, handled = await tracking.claim_due(
                 self.pool,
                 self.owner,
                 settings.poll_batch_size,
-                settings.lease_seconds,
+                self.lease,
                 settings.cache_ttl,
+                taken,
             )
+            log_takeover("poll keys", [(f"{n} keys", owner) for owner, n in taken.items()])
             if not handled:
                 break
             keys = await self._skip_verified(keys)
@@ -107,7 +104,7 @@ class Poller:
     async def _skip_verified(self, keys: list[str]) -> list[str]:
         """Hand back, unread, the keys a sync round has shown current within the TTL."""
         settings = self.settings
-        verified = await watermarks.release_verified(
+        verified = await tracking.release_verified(
             self.pool, self.owner, keys, settings.cache_ttl, settings.sync_recheck
         )
         return [key for key in keys if key not in verified]
@@ -115,7 +112,8 @@ class Poller:
     async def _poll_batch(self, keys: list[str], total: Report) -> bool:
         """Read one claimed batch; answer whether the cycle should go on."""
         try:
-            report = await self.refresher.refresh(keys, "poll")
+            async with renewing(self._renewer(keys), self.lease):
+                report = await self.refresher.refresh(keys, "poll")
         except asyncio.CancelledError:
             await asyncio.shield(tracking.give_back(self.pool, self.owner, keys))
             raise
@@ -131,6 +129,12 @@ class Poller:
         await self._release(report)
         total.merge(report)
         return True
+
+    def _renewer(self, keys: list[str]) -> Callable[[], Awaitable[None]]:
+        async def renew() -> None:
+            await tracking.renew(self.pool, self.owner, keys, self.lease)
+
+        return renew
 
     async def _release(self, report: Report) -> None:
         settings = self.settings

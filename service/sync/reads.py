@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from service.config import Settings
-from service.jira.client import JiraError
+from service.jira.errors import JiraError
 from service.model import CachedIssue
 from service.storage import issues as store
 from service.sync import memo as memos

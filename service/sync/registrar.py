@@ -17,7 +17,7 @@ from service.storage import registration
 
 log = logging.getLogger(__name__)
 EVERY_SECONDS = 60.0
-Outcome = Literal["waiting", "all_projects", "unchanged", "updated", "gone"]
+Outcome = Literal["waiting", "all_projects", "unmanaged", "unchanged", "updated", "gone"]
 
 
 class NoProjectError(LookupError):
@@ -97,9 +97,9 @@ async def manage_filter(
         found = await registration.claim_check(connection, now, EVERY_SECONDS)
         if found is None:
             return "waiting"  # none installed, checked less than a minute ago, or elsewhere
-        if found.all_projects:
+        if found.all_projects or not found.manage:
             await registration.mark_checked(connection, now)
-            return "all_projects"
+            return "all_projects" if found.all_projects else "unmanaged"
         projects = await registration.tracked_projects(connection)
         if not projects or webhooks.project_filter(projects) == found.jql:
             await registration.mark_checked(connection, now)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -16,10 +16,11 @@ from service.config import Settings
 from service.shapes import shape_report
 from service.storage import changes, tracking, webhooks
 from service.sync import registrar
-from service.sync.catchup import Syncer
-from service.sync.health import WebhookHealth
+from service.sync.changed_since import Syncer
 from service.sync.poller import Poller
-from service.sync.verified import Verified
+
+if TYPE_CHECKING:
+    from service.sync.parts import Watch
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600
@@ -72,11 +73,12 @@ async def prune_changes_job(pool: asyncpg.Pool, days: float) -> None:
     log.info("pruned the change log", extra={"count": pruned})
 
 
-async def sync_job(syncer: Syncer, verified: Verified, health: WebhookHealth) -> None:
+async def sync_job(syncer: Syncer, watch: Watch) -> None:
     try:
         report = await syncer.sync(every=syncer.settings.sync_interval)
-        await verified.load(syncer.pool)  # our own round shows at once
-        await health.evaluate(syncer.pool)
+        await watch.verified.load(syncer.pool)  # our own round shows at once
+        verdict = await watch.health.evaluate(syncer.pool)
+        await watch.freshness.evaluate(syncer.pool, verdict)
     except asyncio.CancelledError:
         return
     except Exception:
@@ -86,28 +88,26 @@ async def sync_job(syncer: Syncer, verified: Verified, health: WebhookHealth) ->
         log.info("sync round", extra={"report": report.as_json()})
 
 
-async def watch_job(pool: asyncpg.Pool, verified: Verified, health: WebhookHealth | None) -> None:
-    """Reload what other replicas' rounds verified; judge the webhooks now and then."""
+async def watch_job(pool: asyncpg.Pool, watch: Watch, judge: bool) -> None:
+    """Reload what other replicas' rounds verified; with `judge`, the webhooks and the
+    freshness too."""
     try:
-        await verified.load(pool)
-        if health is not None:
-            await health.evaluate(pool)
+        await watch.verified.load(pool)
+        if judge:
+            verdict = await watch.health.evaluate(pool)
+            await watch.freshness.evaluate(pool, verdict)
     except Exception:
         log.exception("reading sync watermarks failed")
 
 
 def add_sync_jobs(
-    scheduler: AsyncIOScheduler,
-    syncer: Syncer,
-    verified: Verified,
-    health: WebhookHealth,
-    settings: Settings,
+    scheduler: AsyncIOScheduler, syncer: Syncer, watch: Watch, settings: Settings
 ) -> None:
     """The sync round every JIRA_SYNC_INTERVAL (0: none), and the watermark and health reads."""
-    every(scheduler, "verified", watch_job, VERIFIED_EVERY_SECONDS, syncer.pool, verified, None)
-    every(scheduler, "health", watch_job, HEALTH_EVERY_SECONDS, syncer.pool, verified, health)
+    every(scheduler, "verified", watch_job, VERIFIED_EVERY_SECONDS, syncer.pool, watch, False)
+    every(scheduler, "health", watch_job, HEALTH_EVERY_SECONDS, syncer.pool, watch, True)
     if settings.sync_interval > 0:
-        every(scheduler, "sync", sync_job, settings.sync_interval, syncer, verified, health)
+        every(scheduler, "sync", sync_job, settings.sync_interval, syncer, watch)
 
 
 def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:

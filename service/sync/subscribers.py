@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -33,6 +30,7 @@ from service.storage.changes import Change, Cursor, CursorExpiredError
 from service.storage.subscriptions import Subscription
 from service.sync import notify
 from service.sync.feed import LOST, PAGE, Feed, set_within
+from service.sync.leases import log_takeover, owner_id
 from service.sync.targets import TargetRefusedError, check_target
 
 log = logging.getLogger(__name__)
@@ -60,7 +58,7 @@ class Deliveries:
         # this many of the pool's connections, and the webhook path keeps the rest.
         self.turns = asyncio.Semaphore(settings.subscription_connections)
         self.settings, self.metrics = settings, metrics
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner_id()
         self.stop = asyncio.Event()
         self.workers: dict[int, asyncio.Task[None]] = {}
         self._held_until: dict[int, float] = {}
@@ -96,7 +94,10 @@ class Deliveries:
         for lost in set(held) - kept:
             self.workers.pop(lost).cancel()
         self._hold(kept, lease)
-        for subscription in await subscriptions.claim(self.pool, self.owner, lease, list(kept)):
+        taken: list[tuple[str, str]] = []
+        claimed = await subscriptions.claim(self.pool, self.owner, lease, list(kept), taken)
+        log_takeover("subscriptions", taken)
+        for subscription in claimed:
             self._hold({subscription.id}, lease)
             worker = asyncio.create_task(self._work(subscription))
             self.workers[subscription.id] = worker

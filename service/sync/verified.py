@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from service.model import CachedIssue
+from service.model import CachedIssue, project_of
 from service.storage import watermarks
 from service.storage.pool import Executor
 
@@ -29,7 +29,7 @@ class Verified:
 
     def at(self, cached: CachedIssue) -> datetime | None:
         """When the issue was last known current by its project's sync, if it was."""
-        project = cached.issue.key.rpartition("-")[0]
+        project = project_of(cached.issue.key) or ""
         mark = self._marks.get(project)
         if mark is None or cached.state != "ok":
             return None
