@@ -6,14 +6,18 @@ Each reads the plain counters of an object that knows nothing of Prometheus.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service.sync.freshness import State as FreshnessState
+from service.sync.health import State as WebhookState
+
 if TYPE_CHECKING:  # read only: importing them here would make metrics import the sync
     from service.jira.client import JiraClient
     from service.sync.feed import Feed
+    from service.sync.freshness import FreshnessWatch
     from service.sync.health import WebhookHealth
     from service.sync.hub import Hub
     from service.sync.memo import Memo
@@ -43,9 +47,35 @@ class HealthCollector(Collector):
         state = GaugeMetricFamily(
             "jsc_webhooks_state", "1 for the webhook health", labels=["state"]
         )
-        for name in ("ok", "missing", "silent", "unconfigured", "unknown"):
+        for name in get_args(WebhookState):
             state.add_metric([name], 1.0 if verdict.state == name else 0.0)
         yield state
+        yield GaugeMetricFamily(
+            "jsc_webhook_uncovered_projects",
+            "Tracked projects outside our webhook's filter (their changes wait for the sync)",
+            float(len(verdict.uncovered_projects)),
+        )
+
+
+class FreshnessCollector(Collector):
+    """The freshness verdict (/healthz's `freshness`): its state, and whether the sync stalled."""
+
+    def __init__(self, watch: FreshnessWatch) -> None:
+        self.watch = watch
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        verdict = self.watch.verdict
+        state = GaugeMetricFamily(
+            "jsc_freshness_state", "1 for the freshness verdict's state", labels=["state"]
+        )
+        for name in get_args(FreshnessState):
+            state.add_metric([name], 1.0 if verdict.state == name else 0.0)
+        yield state
+        yield GaugeMetricFamily(
+            "jsc_sync_stalled",
+            "1 while no sync round succeeded for 3 intervals (freshness state stalled)",
+            1.0 if verdict.state == "stalled" else 0.0,
+        )
 
 
 class JiraCollector(Collector):

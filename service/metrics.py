@@ -20,6 +20,7 @@ from prometheus_client import (
 
 from service.collectors import (
     FeedCollector,
+    FreshnessCollector,
     HealthCollector,
     HubCollector,
     JiraCollector,
@@ -31,6 +32,7 @@ from service.storage.pool import UNREACHABLE, DatabaseUnavailableError
 if TYPE_CHECKING:  # the collectors read them; importing them would make metrics import sync
     from service.jira.client import JiraClient
     from service.sync.feed import Feed
+    from service.sync.freshness import FreshnessWatch
     from service.sync.health import WebhookHealth
     from service.sync.hub import Hub
     from service.sync.memo import Memo
@@ -207,6 +209,9 @@ class Metrics:
 
     def watch_health(self, health: WebhookHealth) -> None:
         self.registry.register(HealthCollector(health))
+
+    def watch_freshness(self, watch: FreshnessWatch) -> None:
+        self.registry.register(FreshnessCollector(watch))
 
     async def sample_sync(self, pool: asyncpg.Pool) -> None:
         marks = await gauges.sync_gauges(pool)

@@ -22,7 +22,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboard.json"
 # Queried before the service exports them: metrics other changes add (the stream limit, the
 # webhook's uncovered projects, a stalled sync). Each name leaves this list once it exists;
 # the test fails when one here is exported, so the list cannot go stale.
-ASSUMED = {"jsc_streams_rejected_total", "jsc_webhook_uncovered_projects", "jsc_sync_stalled"}
+ASSUMED: set[str] = set()  # names an alert may use before the service exports them
 _KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "bool", "offset", "le"}
 _KEYWORDS |= {"group_left", "group_right", "inf", "nan"}
 

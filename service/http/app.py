@@ -161,6 +161,7 @@ def create_app(settings: Settings) -> Starlette:
         FreshnessWatch(settings),
     )
     metrics.watch_health(watch.health)
+    metrics.watch_freshness(watch.freshness)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

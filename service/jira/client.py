@@ -56,14 +56,6 @@ class ServerClock:
 class JiraClient(Transport):
     """Reads issues from one Jira site."""
 
-    async def check_credentials(self) -> dict[str, Any]:
-        """Return who Jira thinks we are; raise JiraAuthError when it does not know us."""
-        call = Call("GET", f"{self._api}/myself")
-        _, body = await self._send(call)
-        if not isinstance(body, dict):
-            raise JiraError(call.endpoint, 200, "the user is not a JSON object")
-        return body
-
     async def server_clock(self) -> ServerClock:
         """Measure Jira's clock (`serverInfo` → `serverTime`) against ours."""
         sent = time.time()
