@@ -19,6 +19,12 @@ from tests.live import serve
 SLOW = 300  # connections at once, as the issue's trial held
 
 
+@pytest.fixture(autouse=True)
+async def _empty(db):
+    """Every table emptied first: a client left by another test would close the API."""
+    return db
+
+
 @contextlib.asynccontextmanager
 async def address(settings: Settings) -> AsyncIterator[tuple[str, int, str]]:
     async with serve(settings) as url:
@@ -89,6 +95,22 @@ async def test_bodies_trickling_in_answer_408_json(settings: Settings) -> None:
         async with httpx.AsyncClient(base_url=url) as http:
             text = (await http.get("/metrics")).text
         assert f'jsc_http_abandoned_total{{reason="body_timeout"}} {SLOW}.0' in text
+
+
+async def test_an_answer_before_the_body_closes_the_connection(settings: Settings) -> None:
+    """A 401 given before a slow upload's body arrived closes the connection: a caller with no
+    token cannot hold connections open by trickling bodies the API never reads."""
+    closed = dataclasses.replace(settings, api_tokens=frozenset({"the-token"}))
+    async with address(closed) as (host, port, _):
+        head = (
+            b"POST /api/v1/subscriptions HTTP/1.1\r\nHost: cache\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        async with asyncio.timeout(60):  # trickle returns once the server closed
+            answers = await asyncio.gather(*(trickle(host, port, head, 0.1) for _ in range(20)))
+    for answer in answers:
+        status, _ = status_and_body(answer)
+        assert status == 401 and b"connection: close" in answer.lower()
 
 
 async def test_a_client_gone_mid_body_is_logged_at_info_and_counted_not_500(

@@ -134,15 +134,16 @@ class BodyLimit:
         if declared is not None and declared > self.limit:
             response = render_error(self._too_large())
             return await response(scope, receive, send)
-        await self.app(scope, self._counting(receive), send)
+        unread = [_has_body(scope, declared)]  # whether the body may still be on its way
+        await self.app(scope, self._counting(receive, unread), _closing(send, unread))
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen, more = 0, True
+    def _counting(self, receive: Receive, unread: list[bool]) -> Receive:
+        seen = 0
         deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def counted() -> Message:
-            nonlocal seen, more
-            if not more:  # the body is in: what comes now is a disconnect, whenever it comes
+            nonlocal seen
+            if not unread[0]:  # the body is in: what comes now is a disconnect, whenever
                 return await receive()
             try:
                 async with asyncio.timeout_at(deadline):
@@ -150,7 +151,7 @@ class BodyLimit:
             except TimeoutError:
                 raise BodyTimeout(self.timeout) from None
             seen += len(message.get("body", b""))
-            more = message["type"] == "http.request" and message.get("more_body", False)
+            unread[0] = message["type"] == "http.request" and message.get("more_body", False)
             if seen > self.limit:
                 raise self._too_large()
             return message
@@ -159,6 +160,26 @@ class BodyLimit:
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge("request body", self.limit)
+
+
+def _closing(send: Send, unread: list[bool]) -> Send:
+    """Close the connection after an answer given before the request's body was read (a 401
+    to a slow upload, say): kept alive, it would wait on the rest of that body for ever."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and unread[0]:
+            headers = list(message.get("headers", []))
+            if all(name.lower() != b"connection" for name, _ in headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return sending
+
+
+def _has_body(scope: Scope, declared: int | None) -> bool:
+    if declared is not None:
+        return declared > 0
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
 
 
 def _content_length(scope: Scope) -> int | None:
