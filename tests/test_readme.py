@@ -1,4 +1,5 @@
-"""The README's quick start works as written, against what `make run` starts."""
+"""The README's Quick start and "Connect your Jira" work as written, against what `make run`
+starts; its command line reference and module map match the code."""
 
 from __future__ import annotations
 
@@ -19,12 +20,31 @@ import httpx
 import pytest
 
 from service import config
+from service.cli.main import build_parser
 from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICK_START = (ROOT / "README.md").read_text().split("## Quick start")[1].split("\n## ")[0]
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    """The README's `## title` section, up to the next `## ` heading."""
+    return README.split(f"\n## {title}\n")[1].split("\n## ")[0]
+
+
+QUICK_START = section("Quick start")
+CONNECT = section("Connect your Jira")
 # The ports the README's commands name, and the settings `make run` takes them from.
 PORTS = {"8000": "PORT", "8900": "SIM_PORT"}
+# "Connect your Jira" names your Jira and its credentials: the simulator and what `make env`
+# prints for it stand in for them, and `make run`'s cache for the cache's public address.
+STAND_INS = {
+    "https://acme.atlassian.net": "JIRA_BASE_URL",
+    "bot@acme.com": "JIRA_EMAIL",
+    "your-api-token": "JIRA_API_TOKEN",
+    "your-webhook-secret": "JIRA_WEBHOOK_SECRET",
+}
+PUBLIC_URL = "https://cache.example.com"
 
 
 @dataclass(frozen=True)
@@ -36,19 +56,22 @@ class Run:
 def quick_start_commands() -> list[list[str]]:
     """Every command line of the quick start's shell blocks after `make run`, split as a shell
     would (the first block lists the make targets, each with a comment)."""
-    return [command for command, _ in quick_start_steps()]
+    return [command for command, _ in steps_of(QUICK_START)]
 
 
-def quick_start_steps() -> list[tuple[list[str], str | None]]:
-    """Each command with the output the README shows right after its block, if any."""
-    blocks = re.findall(r"```(sh|json|text)\n(.*?)```", QUICK_START, re.DOTALL)
+def steps_of(text: str) -> list[tuple[list[str], str | None]]:
+    """Each command of a section's shell blocks, split as a shell would (comments dropped),
+    with the output the README shows right after its block, if any. `make` lines start a
+    server or list targets (the test runs `make run` itself); indented lines continue a comment."""
+    blocks = re.findall(r"```(sh|json|text)\n(.*?)```", text, re.DOTALL)
     steps: list[tuple[list[str], str | None]] = []
-    for kind, text in blocks:
+    for kind, body in blocks:
         if kind == "sh":
-            lines = [line for line in text.splitlines() if line and not line.startswith("make ")]
-            steps += [(shlex.split(line), None) for line in lines if not line.startswith(" ")]
+            lines = [line for line in body.splitlines() if line and not line.startswith("make ")]
+            commands = [line for line in lines if not line.startswith((" ", "#"))]
+            steps += [(shlex.split(line, comments=True), None) for line in commands]
         elif steps:
-            steps[-1] = (steps[-1][0], text.strip())
+            steps[-1] = (steps[-1][0], body.strip())
     return steps
 
 
@@ -114,12 +137,17 @@ def text_of(log: Path) -> str:
 
 async def execute(args: list[str], run: Run, env: dict[str, str]) -> tuple[int, str]:
     """Run one README command on this run's ports: curl with its HTTP status; `eval "$(make -s
-    env)"` into `env`; any other command with `env` (200 for exit 0)."""
-    for readme, port in run.ports.items():
-        args = [arg.replace(f"localhost:{readme}", f"localhost:{port}") for arg in args]
+    env)"` and `export NAME=value` into `env`; any other command with `env` (200 for exit 0)."""
+    named = " ".join(args)
+    made = made_env(run) if any(shown in named for shown in STAND_INS) else {}
+    args = [stand_in(arg, run, made) for arg in args]
     if args[0] == "eval":
-        env |= dict(re.findall(r'^export (\w+)="?(.*?)"?$', make_env(run), re.MULTILINE))
+        env |= made_env(run)
         env["PATH"] = env["PATH"].replace("$PATH", os.environ["PATH"])
+        return 200, ""
+    if args[0] == "export":
+        for name, value in (arg.split("=", 1) for arg in args[1:]):
+            env[name] = value.replace("$PATH", env["PATH"])
         return 200, ""
     extra = ["-w", "\n%{http_code}"] if args[0] == "curl" else []
     process = await asyncio.create_subprocess_exec(
@@ -130,6 +158,23 @@ async def execute(args: list[str], run: Run, env: dict[str, str]) -> tuple[int, 
         return 200 if process.returncode == 0 else 500, out.decode()  # exit 0 counts as a 200
     body, _, status = out.decode().rpartition("\n")
     return int(status), body
+
+
+def stand_in(arg: str, run: Run, made: dict[str, str]) -> str:
+    """The argument on this run's ports, with the simulator (`made`: what `make env` exports)
+    standing in for your Jira."""
+    for readme, port in run.ports.items():
+        arg = arg.replace(f"localhost:{readme}", f"localhost:{port}")
+    for shown, name in STAND_INS.items():
+        arg = arg.replace(shown, made[name]) if shown in arg else arg
+    arg = arg.replace(PUBLIC_URL, f"http://127.0.0.1:{run.ports['8000']}")
+    # The CLI this test runs with, where `make install` puts it.
+    return arg.replace("$PWD/.venv/bin", str(Path(sys.executable).parent))
+
+
+def made_env(run: Run) -> dict[str, str]:
+    """The variables `make env` exports for this run."""
+    return dict(re.findall(r'^export (\w+)="?(.*?)"?$', make_env(run), re.MULTILINE))
 
 
 def make_env(run: Run) -> str:
@@ -169,17 +214,15 @@ def test_quick_start_names_seeded_keys_and_ports() -> None:
     assert keys and {key.split("-")[0] for key in keys} <= {"ALPHA", "BETA", "GAMMA"}
 
 
-async def test_quick_start_commands_work_against_make_run(make_run: Run, database_url: str) -> None:
-    """Each command of the quick start succeeds against `make run`, the simulator's change
-    reaches the cache by webhook, `check` passes, and each answer shown is the real one."""
-    steps = quick_start_steps()
-    assert len(steps) >= 6
-    env = {**os.environ, "DATABASE_URL": database_url}
+async def run_steps(
+    steps: list[tuple[list[str], str | None]], run: Run, env: dict[str, str]
+) -> list[tuple[int, str]]:
+    """Each step run in turn; every one succeeds and each answer shown is the real one."""
     answers: list[tuple[int, str]] = []
     for command, shown in steps:
-        answer = await execute(command, make_run, env)
+        answer = await execute(command, run, env)
         if shown is not None and shown.startswith("{"):
-            answer = await until_same(command, make_run, env, shown, answer)
+            answer = await until_same(command, run, env, shown, answer)
         answers.append(answer)
     assert [answer for answer in answers if not 200 <= answer[0] < 300] == [], answers
     for (command, shown), (_, real) in zip(steps, answers, strict=True):
@@ -189,6 +232,15 @@ async def test_quick_start_commands_work_against_make_run(make_run: Run, databas
             assert same_answer(json.loads(shown), json.loads(real)), (command, real)
         else:
             assert verdicts(shown) == verdicts(real), real
+    return answers
+
+
+async def test_quick_start_commands_work_against_make_run(make_run: Run, database_url: str) -> None:
+    """Each command of the quick start succeeds against `make run`, the simulator's change
+    reaches the cache by webhook, `check` passes, and each answer shown is the real one."""
+    steps = steps_of(QUICK_START)
+    assert len(steps) >= 6
+    await run_steps(steps, make_run, {**os.environ, "DATABASE_URL": database_url})
     printed = text_of(make_run.output)
     sim = f"http://127.0.0.1:{make_run.ports['8900']}"
     assert f"at {sim}" in printed and "ALPHA-1 to ALPHA-67" in printed
@@ -207,3 +259,76 @@ async def until_same(
         await asyncio.sleep(0.05)
         answer = await execute(command, run, env)
     return answer
+
+
+async def test_connect_your_jira_works_against_make_run(make_run: Run, database_url: str) -> None:
+    """Each command of "Connect your Jira" succeeds as written, the simulator standing in for
+    your Jira: the credentials, `check`, a first link read back, `webhook install` filtering on
+    the linked key's project, and the final `check` as shown, every line ok."""
+    steps = steps_of(CONNECT)
+    names = [" ".join(command[:3]) for command, _ in steps]
+    assert "jira-status-cache check" in names and "jira-status-cache webhook install" in names
+    assert any(command[0] == "curl" and "PUT" in command for command, _ in steps)
+    outside = {variable.name for variable in config.variables()} - {"DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in outside}
+    env["DATABASE_URL"] = database_url
+    answers = await run_steps(steps, make_run, env)
+    assert env["JIRA_BASE_URL"] == made_env(make_run)["JIRA_BASE_URL"]  # as exported
+    linked = {key.split("-")[0] for key in re.findall(r"jira/([A-Z]+-\d+)", CONNECT)}
+    final = answers[-1][1]
+    assert verdicts(final) and {verdict for _, verdict in verdicts(final)} == {"ok"}, final
+    assert f"filter {webhook_filter(linked)}" in final, final
+
+
+def webhook_filter(projects: set[str]) -> str:
+    return "project in (" + ", ".join(f'"{p}"' for p in sorted(projects)) + ")"
+
+
+def test_command_line_section_names_every_command() -> None:
+    """The README's command line reference has an entry for each command `--help` lists."""
+    parser = build_parser()
+    actions = parser._subparsers._group_actions  # type: ignore[union-attr]
+    commands = {name for action in actions for name in action.choices}
+    reference = section("Command line")
+    entries = set(re.findall(r"^- `([a-z-]+)", reference, re.MULTILINE))
+    assert commands <= entries, commands - entries
+    for action in ("install", "status", "uninstall"):
+        assert f"`webhook {action}" in reference
+
+
+def test_module_map_names_every_module() -> None:
+    """The module map in Development names every module of the package, and no other."""
+    table = section("Development").split("- **Follow a webhook.**")[0]
+    mapped: set[str] = set()
+    folder = "service/"
+    for row in re.findall(r"^\s*\| (.*)\|$", table, re.MULTILINE):
+        cells = [cell.strip() for cell in row.split("|")]
+        folder = cells[0].strip("`") if cells[0].startswith("`") else folder
+        for name in re.findall(r"`(\w+)`", cells[1]):
+            package = ROOT / folder / name
+            # A package of its own (shapes): its modules are named as `shapes.links`.
+            found = re.findall(rf"`{name}\.(\w+)`", cells[2]) if package.is_dir() else []
+            mapped |= {f"{folder}{name}/{part}.py" for part in found} or {f"{folder}{name}.py"}
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "service").rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and "migrations" not in path.parts
+    }
+    assert mapped == modules, (mapped - modules, modules - mapped)
+
+
+def test_contents_link_to_headings() -> None:
+    """Each link of the contents leads to a heading (GitHub's anchors), and each section
+    (`## `) is in the contents."""
+    contents = README.split("**Contents**")[1].split("\n## ")[0]
+    links = re.findall(r"\]\(#([^)]+)\)", contents)
+    headings = re.findall(r"^(#{2,3}) (.+)$", README, re.MULTILINE)
+    anchors = {anchor(text): level for level, text in headings}
+    assert [link for link in links if link not in anchors] == []
+    sections = [anchor(text) for level, text in headings if level == "##"]
+    assert [name for name in sections if name not in links] == []
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
