@@ -13,7 +13,7 @@ from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient
 from service.storage import issues as store
-from service.sync.parts import jira_parts
+from service.sync.wiring import jira_parts
 from tests.live import jira_settings, serve, sim_options, wait_until
 
 

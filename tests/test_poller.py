@@ -14,12 +14,12 @@ import httpx
 from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
+from service.storage import inbox, tracking
 from service.storage import issues as store
-from service.storage import tracking, webhooks
-from service.sync.parts import jira_parts
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.schedule import poll_job, prune_job, start_scheduler
+from service.sync.wiring import jira_parts
 from tests.factory import make_issue
 from tests.live import jira_settings, serve, wait_until
 
@@ -87,8 +87,8 @@ async def test_poll_job_survives_any_failure(settings, db, caplog) -> None:
 
 async def test_prune_removes_only_old_deliveries(db) -> None:
     """The pruning job deletes delivery records older than the retention, keeps the rest."""
-    await webhooks.record_delivery(db, "old", "jira:issue_updated")
-    await webhooks.record_delivery(db, "new", "jira:issue_updated")
+    await inbox.record_delivery(db, "old", "jira:issue_updated")
+    await inbox.record_delivery(db, "new", "jira:issue_updated")
     await db.execute(
         "UPDATE webhook_deliveries SET received_at = now() - interval '8 days' WHERE id = 'old'"
     )

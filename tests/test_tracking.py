@@ -13,9 +13,9 @@ from service.metrics import Metrics
 from service.storage import issues as store
 from service.storage import links, tracking
 from service.storage.pool import DatabaseUnavailableError, open_pool
-from service.sync.parts import jira_parts
 from service.sync.readlog import RECORD_EVERY_SECONDS, ReadLog
 from service.sync.schedule import forget_job
+from service.sync.wiring import jira_parts
 from tests.factory import make_issue
 from tests.live import jira_settings, serve
 

@@ -14,13 +14,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
 from service.shapes import shape_report
-from service.storage import changes, tracking, webhooks
+from service.storage import changes, inbox, tracking
 from service.sync import registrar
 from service.sync.changed_since import Syncer
 from service.sync.poller import Poller
 
 if TYPE_CHECKING:
-    from service.sync.parts import Watch
+    from service.sync.wiring import Watch
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600
@@ -45,8 +45,8 @@ async def poll_job(poller: Poller) -> None:
 
 async def prune_job(pool: asyncpg.Pool, days: float, letter_days: float = 14.0) -> None:
     try:
-        pruned = await webhooks.prune_deliveries(pool, days)
-        letters = await webhooks.prune_dead_letters(pool, letter_days)
+        pruned = await inbox.prune_deliveries(pool, days)
+        letters = await inbox.prune_dead_letters(pool, letter_days)
     except Exception:
         log.exception("pruning webhook deliveries failed")
         return
