@@ -26,7 +26,7 @@ from service.metrics import Metrics
 from service.shapes.probes import Health, Readiness, shape_freshness, shape_webhook_health
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, connect_session, open_pool
-from service.sync import feed, hub, listener, subscribers
+from service.sync import feed, hub, listener, schedule, subscribers
 from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.inbox import Receiver
@@ -187,7 +187,8 @@ def create_app(settings: Settings) -> Starlette:
                     settings.stream_limit,
                     settings.stream_buffer,
                 ) as streams,
-                jira_parts(settings, pool, metrics, memo, watch) as parts,
+                jira_parts(settings, pool, metrics, memo) as parts,
+                schedule.running(parts, watch, settings, metrics, memo),
                 subscribers.running(settings, follower, metrics) as deliveries,
             ):
                 found = Services(
