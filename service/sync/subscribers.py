@@ -29,6 +29,7 @@ from service.storage import changes, subscriptions
 from service.storage.changes import Change, Cursor, CursorExpiredError
 from service.storage.subscriptions import Subscription
 from service.sync import posting
+from service.sync.background import task_during
 from service.sync.feed import LOST, PAGE, Feed, set_within
 from service.sync.leases import log_takeover, owner_id
 from service.sync.targets import TargetRefusedError, check_target
@@ -258,11 +259,9 @@ async def running(
     async with posting.open_session(settings.subscription_timeout) as session:
         deliveries = Deliveries(feed, session, settings, metrics)
         await deliveries.tick()  # before serving: a replica starts delivering at once
-        runner = asyncio.create_task(deliveries.run())
         try:
-            yield deliveries
+            # Cancelled at the end: only lease bookkeeping, maybe waiting on a lost database.
+            async with task_during(deliveries.run()):
+                yield deliveries
         finally:
-            # Only lease bookkeeping: it may be waiting on an unreachable database.
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
             await deliveries.close()
