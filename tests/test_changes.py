@@ -21,10 +21,10 @@ from sse_starlette.sse import AppStatus
 
 from service.http.app import create_app
 from service.model import Assignee
-from service.storage import changes, links, webhooks
+from service.storage import changes, inbox, links
 from service.storage import issues as store
 from service.storage.changes import Change, Cursor, Filter
-from service.storage.webhooks import Update
+from service.storage.inbox import Update
 from service.sync import feed
 from service.sync.schedule import prune_changes_job
 from tests.factory import BASE_TIME, DONE, make_issue
@@ -72,7 +72,7 @@ async def test_each_kind_of_change_is_recorded_once_with_its_fields_and_source(l
     """Newly cached, status, summary, assignee, priority, key move, not_found, deleted: one each."""
     mia = Assignee("5b10", "Mia Krystof")
     await store.upsert_issues(log, [make_issue(assignee=None)], "poll")
-    await webhooks.record_and_write(log, [Update("d-1", "e", make_issue(status=DONE, minutes=1))])
+    await inbox.record_and_write(log, [Update("d-1", "e", make_issue(status=DONE, minutes=1))])
     await store.upsert_issues(log, [make_issue(status=DONE, summary="S", minutes=2)], "refresh")
     await store.upsert_issues(
         log, [make_issue(status=DONE, summary="S", assignee=mia, minutes=3)], "poll"
@@ -122,7 +122,7 @@ async def test_a_grouped_write_and_a_write_by_hand_record_each_changed_issue(log
         for issue in first[:3]
     ]
     again = Update("d-4", "e", first[3])  # the same data: nothing served changes
-    await webhooks.record_and_write(log, [*group, again, Update("d-1", "e", first[0])])
+    await inbox.record_and_write(log, [*group, again, Update("d-1", "e", first[0])])
     await log.execute("UPDATE issues SET status_name = 'By hand' WHERE id IN (1, 2)")
     found = await read_all(log)
     created, grouped, by_hand = found[:4], found[4:7], found[7:]
@@ -141,7 +141,7 @@ async def test_a_write_that_changes_nothing_served_records_nothing(log) -> None:
     """A newer Jira time with the same fields, a failed read and its recovery record nothing."""
     await store.upsert_issues(log, [make_issue()], "poll")
     await store.upsert_issues(log, [make_issue(minutes=1)], "poll")
-    await webhooks.record_and_write(log, [Update("d-1", "e", make_issue(minutes=2))])
+    await inbox.record_and_write(log, [Update("d-1", "e", make_issue(minutes=2))])
     await store.mark_failed(log, ["PRJ-7"], "Jira answered 500")
     await store.upsert_issues(log, [make_issue(minutes=3)], "refresh")
     assert [c.fields.get("state") for c in await read_all(log)] == [[None, "ok"]]

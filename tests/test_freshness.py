@@ -12,7 +12,7 @@ import pytest
 from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
-from service.storage import tracking
+from service.storage import gauges, tracking
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from tests.live import AGE_BY_A_TTL, jira_settings, serve, wait_until
@@ -174,7 +174,7 @@ async def test_ten_thousand_due_in_at_most_100_bulk_requests(sim, settings, db) 
         report = await make_poller(db, settings, sim, session).poll()
     assert report.count("refreshed") == 10_000
     assert sim.counters == {"bulkfetch": 100}
-    assert await db.fetchval("SELECT count(*) FROM tracked WHERE next_due_at <= now()") == 0
+    assert (await gauges.cache_gauges(db, settings.cache_ttl)).due == 0
 
 
 async def test_two_pollers_read_no_issue_twice(sim, settings, db) -> None:
@@ -219,7 +219,7 @@ async def test_jira_down_gives_leases_back(sim, settings, db) -> None:
         down = jira_settings(settings, sim, jira_max_retries=0)
         poller = Poller(db, Refresher(db, JiraClient(session, down.jira), 3600), down)
         report = await poller.poll()
-    due = await db.fetchval("SELECT count(*) FROM tracked WHERE next_due_at <= now()")
+    due = (await gauges.cache_gauges(db, settings.cache_ttl)).due
     leased = await db.fetchval("SELECT count(*) FROM tracked WHERE lease_owner IS NOT NULL")
     assert report.results == {} and due == 10 and leased == 0
 

@@ -15,7 +15,7 @@ import pytest
 from service.config import Settings
 from service.model import Status
 from service.storage import issues as store
-from service.storage.webhooks import Update
+from service.storage.inbox import Update
 from service.sync.grouped import GroupCommit
 from tests.conftest import app_client
 from tests.factory import make_issue

@@ -30,8 +30,8 @@ from service.jira.client import (
 )
 from service.jira.pacing import CircuitBreaker, RateLimiter
 from service.storage import issues as store
-from service.sync.parts import jira_parts
 from service.sync.refresh import KeyResult
+from service.sync.wiring import jira_parts
 from tests.factory import make_issue
 from tests.test_ratelimit import FakeTime
 

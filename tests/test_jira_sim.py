@@ -13,7 +13,8 @@ from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient
 from service.storage import issues as store
-from service.sync.parts import jira_parts
+from service.storage import tracking
+from service.sync.wiring import jira_parts
 from tests.live import jira_settings, serve, sim_options, wait_until
 
 
@@ -125,7 +126,7 @@ async def test_read_through_stores_and_tracks(sim, service, db: asyncpg.Pool) ->
     assert first.status_code == 200 and first.json()["source"] == "refresh"
     assert second.json()["fetched_at"] == first.json()["fetched_at"]
     assert sum(sim.counters.values()) == 1
-    assert await db.fetchval("SELECT count(*) FROM tracked WHERE key = $1", key) == 1
+    assert await tracking.tracked_keys(db) == [key]
 
 
 async def test_unknown_key_is_404_and_negatively_cached(sim, service) -> None:

@@ -14,12 +14,12 @@ import httpx
 from jira_simulator import Simulator
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
+from service.storage import gauges, inbox, tracking
 from service.storage import issues as store
-from service.storage import tracking, webhooks
-from service.sync.parts import jira_parts
 from service.sync.poller import Poller
 from service.sync.refresh import Refresher
 from service.sync.schedule import poll_job, prune_job, start_scheduler
+from service.sync.wiring import jira_parts
 from tests.factory import make_issue
 from tests.live import jira_settings, serve, wait_until
 
@@ -87,8 +87,8 @@ async def test_poll_job_survives_any_failure(settings, db, caplog) -> None:
 
 async def test_prune_removes_only_old_deliveries(db) -> None:
     """The pruning job deletes delivery records older than the retention, keeps the rest."""
-    await webhooks.record_delivery(db, "old", "jira:issue_updated")
-    await webhooks.record_delivery(db, "new", "jira:issue_updated")
+    await inbox.record_delivery(db, "old", "jira:issue_updated")
+    await inbox.record_delivery(db, "new", "jira:issue_updated")
     await db.execute(
         "UPDATE webhook_deliveries SET received_at = now() - interval '8 days' WHERE id = 'old'"
     )
@@ -145,7 +145,7 @@ async def test_stop_hands_back_keys_of_a_batch_stuck_on_jira(sim, settings, db) 
         stopped_in = time.monotonic() - started
         await asyncio.gather(running, return_exceptions=True)
     leased = await db.fetchval("SELECT count(*) FROM tracked WHERE lease_owner IS NOT NULL")
-    due = await db.fetchval("SELECT count(*) FROM tracked WHERE next_due_at <= now()")
+    due = (await gauges.cache_gauges(db, settings.cache_ttl)).due
     # Well before the 60 s hang ends, however loaded the machine: the batch was not awaited.
     assert stopped_in < 30 and leased == 0 and due == 20
 
@@ -160,5 +160,5 @@ async def test_a_poll_stops_claiming_past_its_budget(sim, settings, db) -> None:
         assert parts.poller is not None
         parts.poller.clock = lambda: next(ticks)
         report = await parts.poller.poll()
-    due = await db.fetchval("SELECT count(*) FROM tracked WHERE next_due_at <= now()")
+    due = (await gauges.cache_gauges(db, settings.cache_ttl)).due
     assert len(report.results) == 5 and due == 15

@@ -29,7 +29,7 @@ from service.model import (
     normalize_key,
 )
 from service.shapes import Encoded, shape_issue
-from service.sync.webhook import (
+from service.sync.inbox import (
     SIGNATURE_METHODS,
     SignatureError,
     UnusablePayloadError,

@@ -17,8 +17,8 @@ from service.jira.errors import JiraUnavailableError
 from service.model import CachedIssue
 from service.storage import issues as store
 from service.storage import links, tracking
-from service.sync.parts import Parts, jira_parts
 from service.sync.reads import JiraSlowError, Reader
+from service.sync.wiring import Parts, jira_parts
 from tests.conftest import app_client
 from tests.live import free_port, jira_settings, wait_until
 

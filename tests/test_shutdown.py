@@ -154,11 +154,10 @@ async def test_shutdown_mid_poll_logs_no_error(
     """Stopping while a poll cycle runs logs no error, and the cycle leaves no lease."""
     await tracking.track(db, sim.seed(50))
     sim.options.latency = 0.3
-    leased = "SELECT count(*) > 0 FROM tracked WHERE lease_owner IS NOT NULL"
     # The scheduler's first poll runs at once; the interval only sets the next one.
     async with app_client(jira_settings(settings, sim, poll_interval=60, poll_batch_size=10)):
-        await wait_until(lambda: db.fetchval(leased))
-    assert not await db.fetchval(leased)
+        await wait_until(lambda: db.fetchval(LEASED))
+    assert not await db.fetchval(LEASED)
     assert [record.getMessage() for record in caplog.records if record.levelno >= ERROR] == []
 
 

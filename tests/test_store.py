@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from service.model import Assignee, Issue, Source
+from service.storage import inbox
 from service.storage import issues as store
-from service.storage import webhooks
 from tests.factory import DONE, make_issue
 
 Write = Callable[[asyncpg.Pool, Issue], Awaitable[store.Outcome]]
@@ -24,8 +24,8 @@ async def bulk(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
 
 async def hook(db: asyncpg.Pool, issue: Issue) -> store.Outcome:
     delivery = f"d-{next(_deliveries)}"
-    (outcome,) = await webhooks.record_and_write(
-        db, [webhooks.Update(delivery, "jira:issue_updated", issue)]
+    (outcome,) = await inbox.record_and_write(
+        db, [inbox.Update(delivery, "jira:issue_updated", issue)]
     )
     assert outcome is not None
     return outcome

@@ -24,8 +24,8 @@ from service.storage import issues as store
 from service.storage import links, tracking, watermarks
 from service.sync.changed_since import Syncer
 from service.sync.health import WebhookHealth
-from service.sync.parts import jira_parts
 from service.sync.verified import Verified
+from service.sync.wiring import jira_parts
 from tests.conftest import app_client
 from tests.live import jira_settings, sim_options
 from tests.test_memo import wait_for

@@ -12,7 +12,7 @@ import asyncpg
 
 from jira_simulator import Simulator
 from service.cli.commands import check_migrations
-from service.storage import links, tracking, webhooks
+from service.storage import inbox, links, tracking
 from tests.live import EMAIL, SECRET, TOKEN, free_port
 
 COMMAND = [sys.executable, "-m", "service"]
@@ -159,7 +159,7 @@ async def test_refresh_stops_when_jira_refuses(db: asyncpg.Pool, database_url: s
 async def test_dead_letters_newest_first(db: asyncpg.Pool, database_url: str, sim) -> None:
     """dead-letters lists the newest first, up to --limit; --json gives each whole."""
     for number in range(3):
-        await webhooks.add_dead_letter(db, f"d-{number}", f"problem {number}", '{"x": 1}')
+        await inbox.add_dead_letter(db, f"d-{number}", f"problem {number}", '{"x": 1}')
     listed = await run("dead-letters", "--limit", "2", **wired(database_url, sim))
     as_json = await run("dead-letters", "--json", **wired(database_url, sim))
     assert listed.code == 0, listed.err
@@ -175,7 +175,7 @@ async def test_dead_letters_escapes_terminal_control_characters(
 ) -> None:
     """A body, error or delivery id holding terminal escapes is printed with them escaped."""
     clear = "\x1b[2J\x1b]0;pwned\x07"
-    await webhooks.add_dead_letter(db, f"d{clear}", f"bad {clear}", f'{{"x": "{clear}"}}')
+    await inbox.add_dead_letter(db, f"d{clear}", f"bad {clear}", f'{{"x": "{clear}"}}')
     listed = await run("dead-letters", **wired(database_url, sim))
     assert listed.code == 0, listed.err
     assert "\x1b" not in listed.out and "\x07" not in listed.out

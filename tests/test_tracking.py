@@ -13,9 +13,9 @@ from service.metrics import Metrics
 from service.storage import issues as store
 from service.storage import links, tracking
 from service.storage.pool import DatabaseUnavailableError, open_pool
-from service.sync.parts import jira_parts
 from service.sync.readlog import RECORD_EVERY_SECONDS, ReadLog
 from service.sync.schedule import forget_job
+from service.sync.wiring import jira_parts
 from tests.factory import make_issue
 from tests.live import jira_settings, serve
 
@@ -30,7 +30,7 @@ async def poll_with(pool: asyncpg.Pool, settings: Settings, reads: list[str] | N
 
 
 async def tracked(db: asyncpg.Pool) -> set[str]:
-    return {row["key"] for row in await db.fetch("SELECT key FROM tracked")}
+    return set(await tracking.tracked_keys(db))
 
 
 async def test_a_shorter_ttl_after_a_restart_makes_stale_keys_due(sim, settings, db) -> None:
@@ -91,7 +91,7 @@ async def test_reading_an_unlinked_cached_key_tracks_it_again(sim, settings, db)
         assert (await http.put(f"/api/v1/projects/p/jira/{key}")).status_code == 201
         assert (await http.get(f"/api/v1/issues/{key}")).status_code == 200
         assert (await http.delete(f"/api/v1/projects/p/jira/{key}")).status_code == 204
-        await db.execute("DELETE FROM tracked")  # forgotten, as after TRACK_READS_FOR
+        assert await tracking.forget_unread(db, 0) == 1  # as after TRACK_READS_FOR
         assert (await http.get(f"/api/v1/issues/{key}")).json()["key"] == key
         await http.get("/api/v1/cron/jira-refresh")
     assert await tracked(db) == {key}

@@ -247,7 +247,7 @@ async def test_move_keeps_old_key_and_links_follow(hooks, db) -> None:
     links = await hooks.get("/api/v1/projects/p/jira", headers=auth)
     assert old.json()["key"] == "NEW-3"
     assert links.json()["links"][0]["issue"]["key"] == "NEW-3"
-    assert await db.fetchval("SELECT array_agg(key) FROM tracked") == ["NEW-3"]
+    assert await tracking.tracked_keys(db) == ["NEW-3"]
 
 
 async def test_move_of_an_issue_never_seen_still_aliases(hooks, db) -> None:

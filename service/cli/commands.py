@@ -28,12 +28,12 @@ from service.cli.webhook import check_webhook
 from service.config import ConfigError, Settings
 from service.jira import client as jira
 from service.shapes import shape_letter, shape_report
-from service.storage import links, migrate, tracking, webhooks
+from service.storage import inbox, links, migrate, tracking
 from service.storage.embedded import resolve_dsn
+from service.storage.inbox import WHOLE
 from service.storage.pool import redact_dsn
-from service.storage.webhooks import WHOLE
-from service.sync.parts import jira_parts
 from service.sync.refresh import Refresher, Report
+from service.sync.wiring import jira_parts
 
 
 def add_commands(commands: SubParsers[argparse.ArgumentParser]) -> None:
@@ -218,7 +218,7 @@ def dead_letters(settings: Settings, args: argparse.Namespace, out: TextIO = sys
 async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out: TextIO) -> int:
     async with database(settings) as pool:
         # --json gives each body whole; the listing shows 160 characters of it.
-        letters = await webhooks.list_dead_letters(pool, limit, preview=WHOLE if as_json else 200)
+        letters = await inbox.list_dead_letters(pool, limit, preview=WHOLE if as_json else 200)
     if not letters and not as_json:
         print("no dead letters", file=out)
     for letter in letters:
@@ -226,7 +226,7 @@ async def print_dead_letters(settings: Settings, limit: int, as_json: bool, out:
     return 0
 
 
-def render_letter(letter: webhooks.DeadLetter) -> str:
+def render_letter(letter: inbox.DeadLetter) -> str:
     shaped = shape_letter(letter)
     body = printable(" ".join(shaped.body.split()))
     body = body if len(body) <= 160 and not shaped.truncated else body[:157] + "..."
@@ -238,5 +238,5 @@ def render_letter(letter: webhooks.DeadLetter) -> str:
     )
 
 
-def render_json(letter: webhooks.DeadLetter) -> str:
+def render_json(letter: inbox.DeadLetter) -> str:
     return msgspec.json.encode(shape_letter(letter)).decode()

@@ -19,7 +19,7 @@ from service.storage import freshness, links, registration, tracking, watermarks
 from service.sync import health
 from service.sync.changed_since import RoundReport, Syncer
 from service.sync.freshness import judge
-from service.sync.parts import jira_parts
+from service.sync.wiring import jira_parts
 
 
 def add_command(commands: SubParsers[argparse.ArgumentParser]) -> None:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from service.config import Settings
-from service.http import changes, clients, issues, openapi, refreshes, subscriptions, webhook
+from service.http import changes, clients, inbox, issues, openapi, refreshes, subscriptions
 from service.http.accesslog import Access
 from service.http.errors import HANDLERS
 from service.http.metrics import get_metrics
@@ -26,13 +26,13 @@ from service.metrics import Metrics
 from service.shapes.probes import Health, Readiness, shape_freshness, shape_webhook_health
 from service.storage import migrate
 from service.storage.pool import DatabaseUnavailableError, connect_session, open_pool
-from service.sync import feed, hub, listener, subscribers
+from service.sync import feed, hub, listener, schedule, subscribers
 from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
+from service.sync.inbox import Receiver
 from service.sync.memo import Memo
-from service.sync.parts import Watch, jira_parts
 from service.sync.verified import Verified
-from service.sync.webhook import Receiver
+from service.sync.wiring import Watch, jira_parts
 
 # Where Jira delivers (the demo points its simulator here).
 WEBHOOK_PATH = "/api/v1/webhooks/jira"
@@ -107,12 +107,12 @@ def routes(settings: Settings) -> list[BaseRoute]:
             "/api/v1",
             app=unslashed(
                 [
-                    *webhook.delivery_routes,
+                    *inbox.delivery_routes,
                     *scoped(issues.read_routes, "read"),
                     *scoped(refreshes.routes, "refresh"),
                     *scoped(issues.link_routes + changes.routes, "read"),
                     *scoped(subscriptions.routes, "subscribe"),
-                    *scoped(webhook.letter_routes, "admin"),
+                    *scoped(inbox.letter_routes, "admin"),
                     *scoped(refreshes.cron_routes, "refresh", cron, "CRON_SECRET or "),
                 ]
             ),
@@ -187,7 +187,8 @@ def create_app(settings: Settings) -> Starlette:
                     settings.stream_limit,
                     settings.stream_buffer,
                 ) as streams,
-                jira_parts(settings, pool, metrics, memo, watch) as parts,
+                jira_parts(settings, pool, metrics, memo) as parts,
+                schedule.running(parts, watch, settings, metrics, memo),
                 subscribers.running(settings, follower, metrics) as deliveries,
             ):
                 found = Services(

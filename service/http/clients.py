@@ -20,6 +20,7 @@ from service.config import Settings
 from service.storage import clients as stored
 from service.storage.clients import SCOPES, Client, token_hash
 from service.storage.pool import UNREACHABLE, DatabaseUnavailableError
+from service.sync.background import task_during
 
 log = logging.getLogger(__name__)
 # With no token configured and no client made, the API is open: the caller is this one.
@@ -164,9 +165,5 @@ async def loaded(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Client
     """The process's clients for the lifespan, loaded before it serves, then kept current."""
     clients = Clients(settings, pool)
     await clients.reload()
-    reloading = asyncio.create_task(clients.run())
-    try:
+    async with task_during(clients.run()):
         yield clients
-    finally:
-        reloading.cancel()
-        await asyncio.gather(reloading, return_exceptions=True)

@@ -15,13 +15,13 @@ from service.sync.feed import Feed
 from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.hub import Hub
+from service.sync.inbox import Receiver
 from service.sync.memo import Memo
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
 from service.sync.subscribers import Deliveries
 from service.sync.verified import Verified
-from service.sync.webhook import Receiver
 
 KEY = "services"  # the lifespan state's one entry
 

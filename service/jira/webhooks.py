@@ -23,7 +23,7 @@ from service.jira.errors import JiraError, unknown_projects_in
 PATH = "/rest/webhooks/1.0/webhook"
 ADMIN_PAGE = "/plugins/servlet/webhooks"
 NAME = "jira-status-cache"
-# What the receiver uses (service.http.webhook.KNOWN_EVENTS); worklogs change nothing we cache.
+# What the receiver uses (service.http.inbox.KNOWN_EVENTS); worklogs change nothing we cache.
 EVENTS = (
     "jira:issue_created",
     "jira:issue_updated",

@@ -17,7 +17,7 @@ from service.model import (
     State,
     render_time,
 )
-from service.storage import webhooks
+from service.storage import inbox
 from service.sync import refresh
 
 # A time as render_time writes it (UTC, milliseconds, `Z`): a string, since msgspec would
@@ -231,7 +231,7 @@ def shape_project_report(project_id: str, report: refresh.Report, complete: bool
     return ProjectReport(project_id=project_id, **counts)
 
 
-def shape_letter(letter: webhooks.DeadLetter) -> DeadLetter:
+def shape_letter(letter: inbox.DeadLetter) -> DeadLetter:
     return DeadLetter(
         id=letter.id,
         delivery_id=letter.delivery_id,

@@ -11,7 +11,7 @@ from service.sync.freshness import Freshness as FreshnessVerdict
 from service.sync.freshness import State as FreshnessState
 from service.sync.health import State as WebhookState
 from service.sync.health import Verdict
-from service.sync.webhook import Outcome
+from service.sync.inbox import Outcome
 
 Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
 

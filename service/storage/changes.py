@@ -117,36 +117,41 @@ class Page:
     reach: list[Reach] = field(default_factory=list)  # per change, when read with read_reach
 
 
-# One statement, one snapshot: the bounds (horizon, pruned-to) and the page agree.
-_BOUNDS = """
+# One statement, one snapshot: the bounds (horizon, pruned-to) and the page agree. The page
+# is the readable window after the cursor ($1, $2), below the horizon, in log order; each
+# read adds its own conditions and columns.
+def _read_sql(conditions: str, limit: str, columns: str) -> str:
+    return f"""
 WITH bounds AS (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
            pg_snapshot_xmax(pg_current_snapshot()) AS unassigned,
            p.txid AS pruned_txid, p.position AS pruned_position
       FROM changes_pruned p
 ),
-"""
-_READ = (
-    _BOUNDS  # noqa: S608 (constants joined: no input reaches the text)
-    + """
 page AS (
     SELECT c.*
       FROM changes c, bounds b
      WHERE (c.txid, c.position) > ($1::xid8, $2::bigint)
-       AND c.txid < b.horizon
+       AND c.txid < b.horizon{conditions}
+     ORDER BY c.txid, c.position
+     LIMIT {limit}
+)
+SELECT b.horizon, b.unassigned, b.pruned_txid, b.pruned_position, page.*,
+       page.issue_id AS id, 0 AS failures{columns}
+  FROM bounds b LEFT JOIN page ON true
+ ORDER BY page.txid, page.position
+"""  # noqa: S608 (constants joined: no input reaches the text)
+
+
+_READ = _read_sql(
+    """
        AND ($3::text IS NULL OR EXISTS (
             SELECT 1 FROM issue_keys k JOIN links l ON l.key = k.key
              WHERE k.issue_id = c.issue_id AND l.project_id = $3))
        AND ($4::text[] IS NULL OR c.issue_id IN (
-            SELECT issue_id FROM issue_keys WHERE key = ANY($4::text[])))
-     ORDER BY c.txid, c.position
-     LIMIT $5
-)
-SELECT b.horizon, b.unassigned, b.pruned_txid, b.pruned_position, page.*,
-       page.issue_id AS id, 0 AS failures
-  FROM bounds b LEFT JOIN page ON true
- ORDER BY page.txid, page.position
-"""
+            SELECT issue_id FROM issue_keys WHERE key = ANY($4::text[])))""",
+    "$5",
+    "",
 )
 
 
@@ -186,25 +191,13 @@ def _page(after: Cursor, rows: list[asyncpg.Record], limit: int) -> Page:
 
 # _READ without its filters, with what they would test: the issue's keys, ever, and the
 # projects linking one of them now (Filter.admits).
-_READ_REACH = (
-    _BOUNDS  # noqa: S608 (constants joined: no input reaches the text)
-    + """
-page AS (
-    SELECT c.*
-      FROM changes c, bounds b
-     WHERE (c.txid, c.position) > ($1::xid8, $2::bigint)
-       AND c.txid < b.horizon
-     ORDER BY c.txid, c.position
-     LIMIT $3
-)
-SELECT b.horizon, b.unassigned, b.pruned_txid, b.pruned_position, page.*,
-       page.issue_id AS id, 0 AS failures,
+_READ_REACH = _read_sql(
+    "",
+    "$3",
+    """,
        ARRAY(SELECT k.key FROM issue_keys k WHERE k.issue_id = page.issue_id) AS reach_keys,
        ARRAY(SELECT DISTINCT l.project_id FROM issue_keys k JOIN links l ON l.key = k.key
-              WHERE k.issue_id = page.issue_id) AS reach_projects
-  FROM bounds b LEFT JOIN page ON true
- ORDER BY page.txid, page.position
-"""
+              WHERE k.issue_id = page.issue_id) AS reach_projects""",
 )
 
 

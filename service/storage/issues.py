@@ -15,7 +15,7 @@ Outcome = Literal["created", "updated", "unchanged", "stale"]
 
 # The write rule, over a CTE `incoming` of issues (one row per id, with the `source` that
 # read them): every write of Jira's issue data goes through it, the bulk upsert below and the
-# webhooks' group commit (storage/webhooks.py). The WHERE keeps the write forward: an older
+# webhooks' group commit (storage/inbox.py). The WHERE keeps the write forward: an older
 # Jira `updated` never replaces a newer one, and an update older than a deletion never brings
 # the issue back. RETURNING reads each row's `previous` time by index from the snapshot
 # before the write, which tells created, updated and unchanged apart; an issue not returned

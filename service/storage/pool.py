@@ -85,6 +85,14 @@ class Pool(asyncpg.Pool):
 # Whatever runs a query: a pool, a connection, or a connection borrowed from a pool.
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+async def affected(executor: Executor, sql: str, *args: object) -> int:
+    """Run a statement; answer how many rows it touched, from its command tag (`DELETE 3`)."""
+    status: str = await executor.execute(sql, *args)
+    return int(status.split()[-1])
+
+
 # Plan each prepared statement once, not per call: re-planning the webhook's one-statement
 # write cost PostgreSQL 610-665 us per delivery against 220-245 us with a generic plan
 # (measured). Every statement here is written to stay linear under a generic plan: index

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from service.storage.pool import Executor
+from service.storage.pool import Executor, affected
 
 # Due times spread over the last fifth of the TTL: never later, so stale means due.
 JITTER = 0.2
@@ -109,12 +109,12 @@ async def touch(executor: Executor, keys: Sequence[str]) -> None:
 
 async def forget_unread(executor: Executor, seconds: float) -> int:
     """Stop tracking keys neither linked nor read for `seconds`; answer how many."""
-    status: str = await executor.execute(
+    return await affected(
+        executor,
         "DELETE FROM tracked t WHERE read_at < now() - make_interval(secs => $1)"
         " AND NOT EXISTS (SELECT 1 FROM links l WHERE l.key = t.key)",
         seconds,
     )
-    return int(status.split()[-1])
 
 
 async def claim_due(
@@ -183,10 +183,9 @@ async def retarget(executor: Executor, old_keys: Sequence[str], new_key: str, af
 
 async def make_due(executor: Executor, keys: Sequence[str]) -> int:
     """Make tracked keys due for a read now; answer how many are tracked."""
-    status: str = await executor.execute(
-        "UPDATE tracked SET next_due_at = now() WHERE key = ANY($1::text[])", list(keys)
+    return await affected(
+        executor, "UPDATE tracked SET next_due_at = now() WHERE key = ANY($1::text[])", list(keys)
     )
-    return int(status.split()[-1])
 
 
 # Tracked keys whose issue is current as of its project's last sync (read since coverage

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Within the time a container runtime allows for stopping (often 30 s), with room to spare.
 DRAIN_SECONDS = 10.0
+
+
+@contextlib.asynccontextmanager
+async def task_during(work: Coroutine[Any, Any, object]) -> AsyncIterator[asyncio.Task[object]]:
+    """Run `work` as a task while the block runs; at its end the task is cancelled, and
+    awaited, so that none outlives its owner."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class Background:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from service.storage import webhooks
+from service.storage import inbox
+from service.storage.inbox import Update
 from service.storage.issues import Outcome
 from service.storage.pool import DatabaseUnavailableError
-from service.storage.webhooks import Update
 
 log = logging.getLogger(__name__)
 # A group's statement stays short, so that its first caller's wait stays short too.
@@ -76,7 +76,7 @@ class GroupCommit:
 
     async def _record(self, group: Sequence[Waiting]) -> list[Outcome | None]:
         async with self.pool.acquire() as connection:
-            outcomes = await webhooks.record_and_write(connection, [u for u, _ in group])
+            outcomes = await inbox.record_and_write(connection, [u for u, _ in group])
         self.groups += 1
         self.written += len(group)
         return outcomes

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from service.storage import changes
 from service.storage.changes import Change, Cursor, Filter, Page
 from service.storage.pool import DatabaseUnavailableError
+from service.sync.background import task_during
 from service.sync.feed import LOST, PAGE, Feed, set_within
 from service.sync.taps import Tap, Taps
 
@@ -171,10 +172,8 @@ async def _set_on(stop: asyncio.Event, ready: asyncio.Event) -> None:
 async def running(feed: Feed, render: Render, limit: int, buffer: int) -> AsyncIterator[Hub]:
     """The hub and its reading task, for the lifespan."""
     hub = Hub(feed, render, limit, buffer)
-    task = asyncio.create_task(hub.run())
-    try:
-        yield hub
-    finally:
-        hub.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with task_during(hub.run()):
+        try:
+            yield hub
+        finally:
+            hub.close()

@@ -17,6 +17,8 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
+from service.sync.background import task_during
+
 log = logging.getLogger(__name__)
 SHORTEST_LEASE = 2.0  # seconds: below this a busy database could let a live lease lapse
 
@@ -46,12 +48,8 @@ async def renewing(renew: Callable[[], Awaitable[object]], lease: float) -> Asyn
             except Exception as exc:  # the next try may work; the lease runs out otherwise
                 log.warning("lease not renewed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
-    keeper = asyncio.create_task(keep())
-    try:
+    async with task_during(keep()):
         yield
-    finally:
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
 
 
 def log_takeover(what: str, taken: Iterable[tuple[str, str]]) -> None:

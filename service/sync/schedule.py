@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,14 +14,16 @@ import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.config import Settings
+from service.metrics import Metrics
 from service.shapes import shape_report
-from service.storage import changes, tracking, webhooks
+from service.storage import changes, inbox, tracking
 from service.sync import registrar
 from service.sync.changed_since import Syncer
+from service.sync.memo import Memo
 from service.sync.poller import Poller
 
 if TYPE_CHECKING:
-    from service.sync.parts import Watch
+    from service.sync.wiring import Parts, Watch
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600
@@ -45,8 +48,8 @@ async def poll_job(poller: Poller) -> None:
 
 async def prune_job(pool: asyncpg.Pool, days: float, letter_days: float = 14.0) -> None:
     try:
-        pruned = await webhooks.prune_deliveries(pool, days)
-        letters = await webhooks.prune_dead_letters(pool, letter_days)
+        pruned = await inbox.prune_deliveries(pool, days)
+        letters = await inbox.prune_dead_letters(pool, letter_days)
     except Exception:
         log.exception("pruning webhook deliveries failed")
         return
@@ -130,6 +133,28 @@ def start_scheduler(poller: Poller, pool: asyncpg.Pool, settings: Settings) -> A
         every(scheduler, "webhook_filter", manage, seconds, pool, client, settings, at_once=False)
     scheduler.start()
     return scheduler
+
+
+@contextlib.asynccontextmanager
+async def running(
+    parts: Parts,
+    watch: Watch,
+    settings: Settings,
+    metrics: Metrics | None = None,
+    memo: Memo | None = None,
+) -> AsyncIterator[AsyncIOScheduler | None]:
+    """`serve`'s scheduler over the parts (none without Jira: nothing to poll or sync), every
+    job `start_scheduler` and `add_sync_jobs` name; shut down on exit, before the parts close."""
+    if parts.poller is None or parts.client is None:
+        yield None
+        return
+    scheduler = start_scheduler(parts.poller, parts.poller.pool, settings)
+    syncer = Syncer(parts.poller.pool, parts.client, settings, metrics, memo)
+    add_sync_jobs(scheduler, syncer, watch, settings)
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
 
 
 def every(

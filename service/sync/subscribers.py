@@ -28,7 +28,8 @@ from service.shapes.changes import shape_change
 from service.storage import changes, subscriptions
 from service.storage.changes import Change, Cursor, CursorExpiredError
 from service.storage.subscriptions import Subscription
-from service.sync import notify
+from service.sync import posting
+from service.sync.background import task_during
 from service.sync.feed import LOST, PAGE, Feed, set_within
 from service.sync.leases import log_takeover, owner_id
 from service.sync.targets import TargetRefusedError, check_target
@@ -185,8 +186,8 @@ class Deliveries:
                 return False
             secrets = subscription.signing_secrets(datetime.now(UTC))
             try:
-                await notify.post(self.session, subscription.url, body, secrets, delivery_id)
-            except notify.DeliveryError as exc:
+                await posting.post(self.session, subscription.url, body, secrets, delivery_id)
+            except posting.DeliveryError as exc:
                 pause_after = self.settings.subscription_pause_after if exc.retry else None
                 if await self._fail(subscription, str(exc), pause_after):
                     return False
@@ -255,14 +256,12 @@ async def running(
     if not settings.subscriptions_deliver:
         yield None
         return
-    async with notify.open_session(settings.subscription_timeout) as session:
+    async with posting.open_session(settings.subscription_timeout) as session:
         deliveries = Deliveries(feed, session, settings, metrics)
         await deliveries.tick()  # before serving: a replica starts delivering at once
-        runner = asyncio.create_task(deliveries.run())
         try:
-            yield deliveries
+            # Cancelled at the end: only lease bookkeeping, maybe waiting on a lost database.
+            async with task_during(deliveries.run()):
+                yield deliveries
         finally:
-            # Only lease bookkeeping: it may be waiting on an unreachable database.
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
             await deliveries.close()

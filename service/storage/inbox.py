@@ -10,7 +10,7 @@ from datetime import datetime
 from service.model import Issue
 from service.storage import issues
 from service.storage.issues import Outcome
-from service.storage.pool import Executor
+from service.storage.pool import Executor, affected
 
 # A list of letters shows this much of each body; one letter asked by id shows it whole.
 PREVIEW_CHARS = 2000
@@ -105,12 +105,12 @@ async def record_delivery(executor: Executor, delivery_id: str, event: str) -> b
 
 
 async def prune_deliveries(executor: Executor, older_than_days: float) -> int:
-    status: str = await executor.execute(
+    return await affected(
+        executor,
         "DELETE FROM webhook_deliveries"
         " WHERE received_at < now() - make_interval(secs => $1 * 86400)",
         older_than_days,
     )
-    return int(status.split()[-1])
 
 
 async def add_dead_letter(
@@ -153,8 +153,8 @@ async def get_dead_letter(executor: Executor, letter_id: int) -> DeadLetter | No
 
 
 async def prune_dead_letters(executor: Executor, older_than_days: float) -> int:
-    status: str = await executor.execute(
+    return await affected(
+        executor,
         "DELETE FROM dead_letters WHERE received_at < now() - make_interval(secs => $1 * 86400)",
         older_than_days,
     )
-    return int(status.split()[-1])

@@ -22,9 +22,9 @@ from service.model import (
     read_issue_key,
     storable,
 )
-from service.storage import issues, tracking, webhooks
+from service.storage import inbox, issues, tracking
+from service.storage.inbox import Update
 from service.storage.pool import Executor
-from service.storage.webhooks import Update
 from service.sync.grouped import GroupCommit
 from service.sync.memo import Memo
 
@@ -149,7 +149,7 @@ class Receiver:
             outcome = await self.apply(delivery)
         except UnusablePayloadError as exc:
             letter = readable(received.body)
-            await webhooks.add_dead_letter(self.pool, received.identifier, str(exc), letter)
+            await inbox.add_dead_letter(self.pool, received.identifier, str(exc), letter)
             raise
         forget_locally(self.memo, delivery.payload)
         # Label values stay few: Jira's event names, or "other" for anything unexpected.
@@ -167,7 +167,7 @@ class Receiver:
             written = await self.group.write(Update(delivery.id, delivery.event, issue))
             return "duplicate" if written is None else "stale" if written == "stale" else "applied"
         async with self.pool.acquire() as connection, connection.transaction():
-            if not await webhooks.record_delivery(connection, delivery.id, delivery.event):
+            if not await inbox.record_delivery(connection, delivery.id, delivery.event):
                 return "duplicate"
             return await _apply_other(connection, delivery, named, issue, self.ttl)
 

@@ -23,8 +23,8 @@ from service.http.responses import ShapedResponse
 from service.http.services import services
 from service.metrics import Metrics
 from service.shapes import DeadLetter, DeadLetters, shape_letter
-from service.storage import webhooks
-from service.sync.webhook import (
+from service.storage import inbox
+from service.sync.inbox import (
     Outcome,
     Received,
     Receiver,
@@ -81,7 +81,7 @@ async def list_dead_letters(request: Request) -> Response:
     limit = whole_param(query, "limit", ErrorCode.INVALID_LIMIT, default=50, high=MAX_LIMIT)
     before = query.get("before")
     cursor = None if before is None else whole_param(query, "before", ErrorCode.INVALID_CURSOR)
-    letters = await webhooks.list_dead_letters(services(request).pool, limit + 1, cursor)
+    letters = await inbox.list_dead_letters(services(request).pool, limit + 1, cursor)
     page: list[DeadLetter] = []
     size = 0
     for letter in letters[:limit]:
@@ -96,7 +96,7 @@ async def list_dead_letters(request: Request) -> Response:
 async def get_dead_letter(request: Request) -> Response:
     """One letter with its whole body."""
     letter_id = whole_param(request.path_params, "id", ErrorCode.INVALID_ID)
-    letter = await webhooks.get_dead_letter(services(request).pool, letter_id)
+    letter = await inbox.get_dead_letter(services(request).pool, letter_id)
     if letter is None:
         raise DeadLetterNotFound(letter_id)
     return ShapedResponse(shape_letter(letter))

@@ -1,4 +1,5 @@
-"""The one factory of the Jira session, client, refresher, poller and reader, for every caller."""
+"""The one factory of the Jira session, client, refresher, poller and reader, for every caller;
+`serve`'s lifespan starts the scheduler over them (`schedule.running`)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ import asyncpg
 from service.config import Settings
 from service.jira.client import JiraClient, open_session
 from service.metrics import Metrics
-from service.sync.changed_since import Syncer
 from service.sync.freshness import FreshnessWatch
 from service.sync.health import WebhookHealth
 from service.sync.memo import Memo
 from service.sync.poller import Poller
 from service.sync.reads import Reader
 from service.sync.refresh import Refresher
-from service.sync.schedule import add_sync_jobs, start_scheduler
 from service.sync.verified import Verified
 
 
@@ -48,12 +47,8 @@ async def jira_parts(
     pool: asyncpg.Pool,
     metrics: Metrics | None = None,
     memo: Memo | None = None,
-    watch: Watch | None = None,
 ) -> AsyncIterator[Parts]:
-    """Build the parts, and on exit drain background reads, stop the poller, close the session.
-
-    With `watch` (for `serve`), the scheduler also runs (see `start_scheduler` for which jobs).
-    """
+    """Build the parts, and on exit drain background reads, stop the poller, close the session."""
     if settings.jira is None:
         yield Parts(Reader(pool, memo, None, settings))
         return
@@ -64,15 +59,8 @@ async def jira_parts(
         refresher = Refresher(pool, client, settings.cache_ttl, metrics, memo)
         poller = Poller(pool, refresher, settings)
         reader = Reader(pool, memo, refresher, settings)
-        scheduler = None
-        if watch is not None:
-            scheduler = start_scheduler(poller, pool, settings)
-            syncer = Syncer(pool, client, settings, metrics, memo)
-            add_sync_jobs(scheduler, syncer, watch, settings)
         try:
             yield Parts(reader, client, refresher, poller)
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=False)
             # Both bounded: background reads and the poller's batch end together.
             await asyncio.gather(reader.close(), poller.stop())
