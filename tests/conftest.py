@@ -35,6 +35,7 @@ TABLES = [
     "sync_projects",
     "subscriptions",
     "clients",
+    "webhook_registration",
 ]
 
 
