@@ -80,7 +80,9 @@ class Board:
             async with self.http.get(f"/api/v1/projects/{project}/jira") as response:
                 body = await response.json()
             issues |= {link["key"]: link["issue"] for link in body["links"]}
-        rows = [self.row(key, issue) for key, issue in issues.items()]
+        # A dropped webhook is never in flight: its change is behind from the first frame.
+        dropped = {move.key for move in self.team.moves if move.dropped}
+        rows = [self.row(key, issue, key in dropped) for key, issue in issues.items()]
         self.notice(rows, datetime.now(UTC))
         # Rows behind Jira first, then the most recently written.
         return sorted(rows, key=lambda row: (row.jira_says is None, row.age or 0.0))
@@ -94,13 +96,14 @@ class Board:
                 seconds = (now - since).total_seconds() + IN_FLIGHT.total_seconds()
                 self.healed.append(Healed(row.key, row.source, seconds))
 
-    def row(self, key: str, issue: dict[str, Any] | None) -> Row:
+    def row(self, key: str, issue: dict[str, Any] | None, dropped: bool = False) -> Row:
         if issue is None:
             return Row(key, "-", "-", "-", None, None)
         truth = self.sim.site.find(key)
         cached_at = datetime.fromisoformat(issue["jira_updated_at"])
         now = datetime.now(UTC)
-        behind = truth is not None and cached_at < truth.updated < now - IN_FLIGHT
+        settled = now if dropped else now - IN_FLIGHT
+        behind = truth is not None and cached_at < truth.updated < settled
         assignee = issue["assignee"]["display_name"] if issue["assignee"] else "-"
         status = issue["status"]["name"] if issue["status"] else "-"
         return Row(
