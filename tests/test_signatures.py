@@ -68,7 +68,8 @@ async def test_a_rotated_secret_signs_beside_the_old_until_the_window_ends(
     fresh: asyncpg.Pool, settings: Settings
 ) -> None:
     """After rotate-secret both secrets verify until SUBSCRIPTION_SECRET_OVERLAP, then the new."""
-    overlap = {"subscription_secret_overlap": 1.0}
+    # Long enough for the first delivery on a slow machine, short enough to wait out.
+    overlap = {"subscription_secret_overlap": 5.0}
     async with app_client(settings, **FAST, **overlap) as http, receiving(Receiver()) as receiver:
         created = await subscribe(http, receiver.url)
         path = f"/api/v1/subscriptions/{created['id']}"
