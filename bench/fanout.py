@@ -60,16 +60,8 @@ async def receiving(inbox: Inbox) -> AsyncIterator[str]:
         inbox.take(receiver, request.headers["webhook-id"], entry["cursor"])
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook/{n}", take)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    port = procs.free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with procs.receiving_at("/hook/{n}", take) as url:
+        yield f"{url}/hook"
 
 
 def tokens() -> dict[str, str]:

@@ -54,16 +54,8 @@ async def receiver(clock: Clock) -> AsyncIterator[str]:
         clock.saw(clock.received, json.loads(await request.read()))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", take)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    port = procs.free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with procs.receiving_at("/hook", take) as url:
+        yield f"{url}/hook"
 
 
 async def follow(
