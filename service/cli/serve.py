@@ -13,6 +13,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
+from service import heap
 from service.config import Settings
 from service.http import server as http_server
 from service.logs import setup_logging
@@ -112,7 +113,7 @@ def serving_app(settings: Settings) -> ASGIApp:
     from service.http.app import create_app
     from service.http.cutoff import ShutdownAnswer
 
-    return ShutdownAnswer(create_app(settings))
+    return ShutdownAnswer(create_app(settings, started=heap.freeze))
 
 
 def app_from_env() -> ASGIApp:

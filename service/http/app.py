@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -150,7 +150,8 @@ def _wrapped(routes: list[Route], middleware: Middleware) -> list[Route]:
     ]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, started: Callable[[], None] = lambda: None) -> Starlette:
+    """The app; `started` runs once its lifespan has built every service, before it serves."""
     if settings.database_url is None:
         raise ValueError("create_app needs a resolved database_url (see embedded.resolve_dsn)")
     dsn, session_dsn = settings.database_url, settings.database_listen_url or settings.database_url
@@ -211,6 +212,7 @@ def create_app(settings: Settings) -> Starlette:
                 )
                 metrics.watch_feed(follower)
                 metrics.watch_hub(streams)
+                started()
                 yield {KEY: found}
         finally:
             await pool.close()

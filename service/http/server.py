@@ -11,8 +11,10 @@ every unparsable request with the API's JSON error. The body's deadline is the a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import weakref
 from typing import Any
 
 import uvicorn
@@ -81,13 +83,10 @@ class Protocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
-            self.scope.setdefault("extensions", {})[ABORT] = {"abort": lambda: self._abort(cycle)}
-
-    def _abort(self, cycle: Any) -> None:
-        """End a response that can send nothing more (its client reads nothing): close the
-        connection, as a client that went away, so that uvicorn does not call it an error."""
-        cycle.disconnected = True
-        self.transport.close()
+            # A weak reference: the scope is the cycle's, and a strong one would make each
+            # request a reference cycle that only the garbage collector frees.
+            abort = functools.partial(_abort, weakref.ref(cycle))
+            self.scope.setdefault("extensions", {})[ABORT] = {"abort": abort}
 
     def send_400_response(self, msg: str) -> None:
         refusal = self._refusal or HeadTooLargeError(400, "bad_request", "not a valid HTTP request")
@@ -119,6 +118,15 @@ class Protocol(HttpToolsProtocol):
         self._deadline = None
         log.info("connection closed: no request head within HEADER_TIMEOUT")
         self.transport.close()
+
+
+def _abort(cycle: weakref.ref[Any]) -> None:
+    """End a response that can send nothing more (its client reads nothing): close the
+    connection, as a client that went away, so that uvicorn does not call it an error."""
+    found = cycle()
+    if found is not None:
+        found.disconnected = True
+        found.transport.close()
 
 
 _REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
