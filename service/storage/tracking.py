@@ -44,12 +44,16 @@ RETURNING t.key, t.lease_owner IS NOT NULL AS claimed,
 
 # Each key gets its own next due time, spread over the last `jitter` part of the TTL
 # so that keys fetched together do not come due together again, and never later than
-# the TTL: a key that reads as stale is always due.
+# the TTL: a key that reads as stale is always due. The TTL counts from the read that
+# wrote the issue (its own, earlier transaction), not from this release.
 _RELEASE = """
-UPDATE tracked
+UPDATE tracked t
    SET lease_owner = NULL, lease_until = NULL,
-       next_due_at = now() + make_interval(secs => $3 * (1 - $4 * random()))
- WHERE key = ANY($2::text[]) AND lease_owner = $1
+       next_due_at = coalesce(
+           (SELECT i.fetched_at FROM issue_keys k JOIN issues i ON i.id = k.issue_id
+             WHERE k.key = t.key AND i.fetched_at > now() - make_interval(secs => $3)),
+           now()) + make_interval(secs => $3 * (1 - $4 * random()))
+ WHERE t.key = ANY($2::text[]) AND t.lease_owner = $1
 """
 
 # One statement: record the settings in force and, only when they changed, recompute
