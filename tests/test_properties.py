@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.jira import event
 from service.model import (
     KEY_PATTERN,
     MAX_KEY_LENGTH,
@@ -333,3 +335,49 @@ def test_encoded_answer_is_the_shape_encoded(
     for _ in range(2):  # once to split it, once from its parts
         answer = encoded.issue(cached, ttl, now, verified)
         assert answer == msgspec.json.encode(shape_issue(cached, ttl, now, verified))
+
+
+FIELDS_READ = ("status", "summary", "assignee", "priority", "updated")
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "webhookEvent": st.sampled_from(["jira:issue_updated", "comment_created"]) | json_values,
+        "timestamp": st.integers() | json_values,
+        "changelog": json_values,
+        "user": json_values,
+        "issue": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "id": st.text() | json_values,
+                "key": st.text() | json_values,
+                "self": json_values,
+                "fields": json_values
+                | st.fixed_dictionaries(
+                    {}, optional={name: json_values for name in (*FIELDS_READ, "description")}
+                ),
+            },
+        ),
+    },
+)
+
+
+def what_is_read(payload: Any) -> str:
+    """The parts of an event the webhook reads, as comparable JSON (NaN equals NaN)."""
+    if not isinstance(payload, dict):
+        return json.dumps(payload)
+    read = {k: payload[k] for k in ("webhookEvent", "timestamp", "changelog") if k in payload}
+    issue = payload.get("issue", "absent")
+    if isinstance(issue, dict):
+        issue = {k: issue[k] for k in ("id", "key", "fields") if k in issue}
+        if isinstance(issue.get("fields"), dict):
+            issue["fields"] = {k: v for k, v in issue["fields"].items() if k in FIELDS_READ}
+    return json.dumps(read | {"issue": issue}, sort_keys=True)
+
+
+@bounded
+@given(events)
+def test_an_event_read_by_its_declared_fields_reads_as_the_whole_body_does(payload) -> None:
+    """Decoding only the declared fields (jira/event.py) changes no part the webhook reads."""
+    body = json.dumps(payload).encode()
+    assert what_is_read(event.decode(body)) == what_is_read(json.loads(body))

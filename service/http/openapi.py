@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -11,6 +12,7 @@ from service import shapes
 from service.config import Settings
 from service.http.errors import ErrorCode
 from service.http.services import services
+from service.jira import event
 from service.model import PROJECT_ID_PATTERN
 from service.shapes import changes, links, probes
 
@@ -113,28 +115,9 @@ def array(items: Schema) -> Schema:
 
 
 def service_schemas() -> dict[str, Schema]:
-    """What no shape declares: Jira's event, documented as Jira sends it, and the error."""
-    return {"WebhookEvent": webhook_event(), "Error": error_body()}
-
-
-def webhook_event() -> Schema:
-    """Jira's event: only `webhookEvent` is required, since events other than an issue's are
-    answered `ignored` or `due`, whatever else they hold."""
-    about = (
-        "An issue event with `issue.id`, `key` and `fields.updated` is applied; one that names"
-        " the issue (id or key) but lacks fields is accepted as `due` and the issue read from"
-        " Jira soon; one naming no issue, or a malformed id or key, is 400 (`unusable_payload`)."
-        " `fields.status`, `summary`, `assignee` and `priority` are kept when present, a"
-        " changelog `Key` item records a move, `timestamp` (ms) dates a delete."
-    )
-    example = {"webhookEvent": "jira:issue_updated", "timestamp": 1795000000000}
-    return {
-        "type": "object",
-        "required": ["webhookEvent"],
-        "properties": {"webhookEvent": text()},
-        "description": about,
-        "examples": [example | {"issue": EXAMPLE_ISSUE}],
-    }
+    """What no answer shape declares: Jira's event, as the webhook reads it, and the error."""
+    _, found = msgspec.json.schema_components((event.WebhookEvent,), ref_template=REF)
+    return found | {"Error": error_body()}
 
 
 def error_body(*codes: ErrorCode) -> Schema:
@@ -452,8 +435,9 @@ def webhook() -> Schema:
         parameter("query", "secret", text(), "JIRA_WEBHOOK_SECRET, when unsigned", False),
         security=PUBLIC,
     )
-    body = {"required": True, "content": {"application/json": {"schema": ref("WebhookEvent")}}}
-    return found | {"requestBody": body}
+    example = {"webhookEvent": "jira:issue_updated", "timestamp": 1795000000000}
+    jira_json = {"schema": ref("WebhookEvent"), "example": example | {"issue": EXAMPLE_ISSUE}}
+    return found | {"requestBody": {"required": True, "content": {"application/json": jira_json}}}
 
 
 # The change log
