@@ -281,6 +281,23 @@ async def test_a_reader_gets_changes_while_the_listener_is_down(log, database_ur
     assert [c.cached.issue.key for c in seen] == ["PRJ-7"]
 
 
+async def test_an_announcement_while_nobody_waits_is_checked_when_a_reader_waits(
+    log, database_url
+) -> None:
+    """With no reader waiting, a notification costs no query; the next reader to wait has
+    it checked then, and is woken: nothing announced in between is missed."""
+    async with feed.following(log, database_url) as follower:
+        await eventually(lambda: _is(asyncio.sleep(0, follower.live), True))
+        heard = follower.notifications  # its connecting counts as one
+        waiter = follower.waiter()  # a reader's: taken before its read, as readers do
+        await store.upsert_issues(log, [make_issue()], "poll")
+        await eventually(lambda: _is(asyncio.sleep(0, follower.notifications), heard + 1))
+        await asyncio.sleep(0.2)  # a settle, had one started, would have woken by now
+        assert follower.wakes == 0 and not waiter.is_set()
+        await asyncio.wait_for(follower.wait(waiter, asyncio.Event()), 30)
+        assert waiter.is_set() and follower.wakes == 1
+
+
 # GET /api/v1/changes
 
 

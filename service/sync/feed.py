@@ -7,7 +7,9 @@ nothing announces that: after a notification the feed checks the horizon, and ag
 growing delay while it has not passed the announced entries, then wakes the readers once.
 It never polls the table otherwise, except once a second while the listener is down, and
 once whenever it (re)connects, since what was committed while nobody listened was never
-announced.
+announced. While no reader waits, a notification is only remembered: the next reader to
+wait has the horizon checked then (webhook ingest with nothing following the log paid a
+query per group for nobody).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Feed:
         self.notifications = self.wakes = 0
         self._wake = asyncio.Event()
         self._pending = False
+        self._waiting = 0
         self._settling: asyncio.Task[None] | None = None
 
     def waiter(self) -> asyncio.Event:
@@ -58,8 +61,20 @@ class Feed:
 
     async def wait(self, waiter: asyncio.Event, stop: asyncio.Event) -> None:
         """Until woken, stopped or closing; while the listener is down, a second at most."""
-        events = (waiter, stop, self.closing)
-        waits = [asyncio.ensure_future(event.wait()) for event in events]
+        if self._pending:
+            self._settle_soon()  # announced while this reader read, when nobody waited
+        self._waiting += 1
+        try:
+            await self._first(waiter, stop)
+        finally:
+            self._waiting -= 1
+
+    async def idle(self, stop: asyncio.Event) -> None:
+        """Like wait, for a reader with nothing to read: no announcement is checked for it."""
+        await self._first(asyncio.Event(), stop)
+
+    async def _first(self, *events: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(event.wait()) for event in (*events, self.closing)]
         timeout = None if self.live else FALLBACK_SECONDS
         try:
             await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
@@ -81,6 +96,10 @@ class Feed:
     def on_notify(self) -> None:
         self.notifications += 1
         self._pending = True
+        if self._waiting:
+            self._settle_soon()
+
+    def _settle_soon(self) -> None:
         if self._settling is None or self._settling.done():
             self._settling = asyncio.create_task(self._settle())
 

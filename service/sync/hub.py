@@ -138,7 +138,10 @@ class Hub:
                     log.warning("change hub read failed", extra={"error": type(exc).__name__})
                     await set_within(self.feed.closing, RETRY_SECONDS)
                     continue
-            await self.feed.wait(waiter, self._kick)
+            if self.position is None:
+                await self.feed.idle(self._kick)  # no stream: a joining one kicks
+            else:
+                await self.feed.wait(waiter, self._kick)
 
     async def _read_once(self, position: Cursor) -> bool:
         page = await changes.read_reach(self.feed.pool, position, PAGE)
