@@ -10,8 +10,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from service import shapes
 from service.http.services import services
 from service.jira.errors import (
     JiraAuthError,
@@ -188,12 +189,12 @@ class BodyTimeout(ApiError):
 
 def error_response(
     status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message}}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+) -> Response:
+    body = shapes.error_json(code, message)
+    return Response(body, status, dict(headers or {}), media_type="application/json")
 
 
-def render_error(exc: ApiError) -> JSONResponse:
+def render_error(exc: ApiError) -> Response:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import weakref
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service import shapes
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Protocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         refusal = self._refusal or HeadTooLargeError(400, "bad_request", "not a valid HTTP request")
-        body = json.dumps({"error": {"code": refusal.code, "message": str(refusal)}}).encode()
+        body = shapes.error_json(refusal.code, str(refusal))
         head = (
             f"HTTP/1.1 {refusal.status} {_REASONS[refusal.status]}\r\n"
             "content-type: application/json\r\n"

@@ -128,7 +128,22 @@ class DeadLetters(Shape, frozen=True):
     next: int | None
 
 
-DOCUMENTED = (Issue, Report, ProjectReport, DeadLetter, DeadLetters)
+class ErrorDetail(Shape, frozen=True):
+    code: Annotated[str, msgspec.Meta(description="stable, for callers to branch on")]
+    message: str
+
+
+class Error(Shape, frozen=True):
+    """Every failure's answer; each operation lists, per status, the codes it can answer."""
+
+    error: ErrorDetail
+
+
+def error_json(code: str, message: str) -> bytes:
+    return msgspec.json.encode(Error(ErrorDetail(code, message)))
+
+
+DOCUMENTED = (Issue, Report, ProjectReport, DeadLetter, DeadLetters, Error)
 
 
 def shape_issue(
