@@ -26,7 +26,7 @@ from service.jira.pacing import backoff
 from service.metrics import Metrics
 from service.shapes.changes import shape_change
 from service.storage import changes, subscriptions
-from service.storage.changes import Change, Cursor, CursorExpiredError
+from service.storage.changes import Change, Cursor, CursorExpiredError, Page
 from service.storage.subscriptions import Subscription
 from service.sync import posting
 from service.sync.background import task_during
@@ -42,6 +42,10 @@ LEASE_MARGIN = 0.8  # of the lease: past it a worker sends nothing until renewed
 # changes it does not want, each subscription costs the database 2 reads a second, not one
 # per change; its next wanted change waits at most this long.
 IDLE_GAP = 0.5
+# While entries flow, the cursor is stored at most this often (and at each page's end), not
+# after each: a write per delivery halved the rate one subscription could take. A crash
+# sends again what was answered since (at-least-once; receivers dedupe on webhook-id).
+STORE_EVERY = 0.1
 
 
 class Deliveries:
@@ -155,19 +159,37 @@ class Deliveries:
             # Only a filtered subscription is idle: for one that takes everything, an empty
             # read means its entry is not readable yet, and is soon.
             idle = filtered(subscription) and not any(wanted(subscription, c) for c in page.changes)
-            for change in page.changes:
-                if wanted(subscription, change):
-                    if not await self._deliver(subscription, change):
-                        return
-                    cursor = change.cursor
-                    if not await self._advance(subscription, cursor, 1):
-                        return
-            if page.next != cursor:
-                if not await self._advance(subscription, page.next, 0):
-                    return
-                cursor = page.next
+            moved = await self._deliver_page(subscription, cursor, page)
+            if moved is None:
+                return
+            cursor = moved
             if not page.full:
                 await self.feed.wait(waiter, self.stop)
+
+    async def _deliver_page(
+        self, subscription: Subscription, cursor: Cursor, page: Page
+    ) -> Cursor | None:
+        """Deliver the page's wanted entries in order, storing the cursor past those answered
+        at most every STORE_EVERY seconds and at the page's end; None: stop (paused, stopped,
+        or the lease gone)."""
+        stored, delivered, stored_at = cursor, 0, time.monotonic()
+        for change in page.changes:
+            if not wanted(subscription, change):
+                continue
+            if not await self._deliver(subscription, change):
+                if delivered:  # what was answered stays answered: handed over, not resent
+                    await self._advance(subscription, cursor, delivered)
+                return None
+            cursor, delivered = change.cursor, delivered + 1
+            if time.monotonic() - stored_at >= STORE_EVERY:
+                if not await self._advance(subscription, cursor, delivered):
+                    return None
+                stored, delivered, stored_at = cursor, 0, time.monotonic()
+        if (page.next != stored or delivered) and not await self._advance(
+            subscription, page.next, delivered
+        ):
+            return None
+        return page.next
 
     async def _advance(self, subscription: Subscription, cursor: Cursor, delivered: int) -> bool:
         async with self.turns:
