@@ -48,7 +48,8 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A subscriber on loopback: answers the scripted statuses first, then 200 (or hangs)."""
+    """A subscriber on loopback: answers the scripted statuses first (a 2xx one takes the
+    entry), then 204 (or hangs)."""
 
     url: str = ""
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
@@ -67,13 +68,15 @@ class Receiver:
             await asyncio.sleep(0)  # let another sender in, if one were sending
             if self.hang:
                 await asyncio.Event().wait()
+            status = 204
             if self.script:
-                status, headers = self.script.pop(0)
-                return web.Response(status=status, headers=headers)
+                status, scripted = self.script.pop(0)
+                if status >= 300:
+                    return web.Response(status=status, headers=scripted)
             headers = request.headers
             signature, delivery_id = headers["X-Hub-Signature"], headers["X-Delivery-Id"]
             self.taken.append(Received(delivery_id, signature, body, dict(headers)))
-            return web.Response(status=204)
+            return web.Response(status=status)
         finally:
             self.in_flight -= 1
 
@@ -293,6 +296,21 @@ async def test_a_refusing_subscriber_is_paused_at_once(http, fresh) -> None:
         await eventually(lambda: _paused(http, created))
     shown = await status(http, created)
     assert receiver.attempts == 1 and "answered 4xx" in shown["paused_reason"]
+
+
+async def test_what_was_answered_before_a_pause_is_not_sent_again(http, fresh) -> None:
+    """The cursor, stored in batches while entries flow, is stored when a refusal pauses the
+    subscription: resumed, it sends only what the subscriber has not taken."""
+    async with receiving(Receiver(script=[(204, {}), (410, {})])) as receiver:
+        created = await subscribe(http, receiver.url)
+        await write(fresh, "PRJ-1", "PRJ-2")
+        await eventually(lambda: _paused(http, created))
+        shown = await status(http, created)
+        assert shown["delivered"] == 1 and shown["lag"]["entries"] == 1
+        resumed = await http.post(f"/api/v1/subscriptions/{created['id']}/resume")
+        assert resumed.status_code == 200
+        await eventually(lambda: _true(len(receiver.taken) == 2))
+    assert receiver.keys() == ["PRJ-1", "PRJ-2"] and receiver.attempts == 3
 
 
 async def test_two_replicas_deliver_everything_once_never_concurrently(fresh, settings) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
@@ -170,26 +171,29 @@ class Deliveries:
         self, subscription: Subscription, cursor: Cursor, page: Page
     ) -> Cursor | None:
         """Deliver the page's wanted entries in order, storing the cursor past those answered
-        at most every STORE_EVERY seconds and at the page's end; None: stop (paused, stopped,
-        or the lease gone)."""
-        stored, delivered, stored_at = cursor, 0, time.monotonic()
+        at most every STORE_EVERY seconds, at the page's end, and before a failure is
+        recorded (a pause hands the lease back); None: stop (paused, stopped, lease gone)."""
+        progress = Progress(cursor)
         for change in page.changes:
             if not wanted(subscription, change):
                 continue
-            if not await self._deliver(subscription, change):
-                if delivered:  # what was answered stays answered: handed over, not resent
-                    await self._advance(subscription, cursor, delivered)
+            if not await self._deliver(subscription, change, progress):
                 return None
-            cursor, delivered = change.cursor, delivered + 1
-            if time.monotonic() - stored_at >= STORE_EVERY:
-                if not await self._advance(subscription, cursor, delivered):
-                    return None
-                stored, delivered, stored_at = cursor, 0, time.monotonic()
-        if (page.next != stored or delivered) and not await self._advance(
-            subscription, page.next, delivered
-        ):
+            progress.took(change.cursor)
+            if progress.due() and not await self._store(subscription, progress):
+                return None
+        progress.cursor = page.next
+        if not await self._store(subscription, progress):
             return None
         return page.next
+
+    async def _store(self, subscription: Subscription, progress: Progress) -> bool:
+        """Store the cursor when it moved; False when the lease was lost."""
+        if not progress.moved():
+            return True
+        stored = await self._advance(subscription, progress.cursor, progress.delivered)
+        progress.stored()
+        return stored
 
     async def _advance(self, subscription: Subscription, cursor: Cursor, delivered: int) -> bool:
         async with self.turns:
@@ -197,19 +201,22 @@ class Deliveries:
                 self.pool, subscription.id, self.owner, cursor, delivered
             )
 
-    async def _deliver(self, subscription: Subscription, change: Change) -> bool:
+    async def _deliver(
+        self, subscription: Subscription, change: Change, progress: Progress
+    ) -> bool:
         """POST the entry until taken; False when paused, stopped or the lease is gone."""
         now = datetime.now(UTC)
         body = msgspec.json.encode(shape_change(change, self.settings.cache_ttl, now))
         delivery_id = f"{subscription.id}:{change.cursor.encode()}"
         attempt = 0
         while self.holding(subscription.id) and not self.stop.is_set():
-            if not await self._allowed(subscription):
+            if not await self._allowed(subscription, progress):
                 return False
             secrets = subscription.signing_secrets(datetime.now(UTC))
             try:
                 await posting.post(self.session, subscription.url, body, secrets, delivery_id)
             except posting.DeliveryError as exc:
+                await self._store(subscription, progress)
                 pause_after = self.settings.subscription_pause_after if exc.retry else None
                 if await self._fail(subscription, str(exc), pause_after):
                     return False
@@ -220,13 +227,15 @@ class Deliveries:
                 continue
             self._count("delivered")
             return True
+        await self._store(subscription, progress)  # stopping: the next owner starts after
         return False
 
-    async def _allowed(self, subscription: Subscription) -> bool:
+    async def _allowed(self, subscription: Subscription, progress: Progress) -> bool:
         """Whether SUBSCRIPTION_ALLOWED_HOSTS still allows the target; if not, pause it."""
         try:
             check_target(subscription.url, self.settings.subscription_allowed_hosts)
         except TargetRefusedError as exc:
+            await self._store(subscription, progress)
             reason = f"target no longer allowed: {exc}"
             async with self.turns:
                 await subscriptions.pause(self.pool, subscription.id, reason)
@@ -258,6 +267,31 @@ class Deliveries:
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.deliveries.labels(outcome).inc()
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where a worker's delivery stands against the cursor it last stored."""
+
+    cursor: Cursor
+    delivered: int = 0
+    _stored: Cursor = field(init=False)
+    _stored_at: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._stored = self.cursor
+
+    def took(self, cursor: Cursor) -> None:
+        self.cursor, self.delivered = cursor, self.delivered + 1
+
+    def due(self) -> bool:
+        return time.monotonic() - self._stored_at >= STORE_EVERY
+
+    def moved(self) -> bool:
+        return self.delivered > 0 or self.cursor != self._stored
+
+    def stored(self) -> None:
+        self._stored, self.delivered, self._stored_at = self.cursor, 0, time.monotonic()
 
 
 def filtered(subscription: Subscription) -> bool:
