@@ -292,7 +292,8 @@ async def test_an_announcement_while_nobody_waits_is_checked_when_a_reader_waits
         waiter = follower.waiter()  # a reader's: taken before its read, as readers do
         await store.upsert_issues(log, [make_issue()], "poll")
         await eventually(lambda: _is(asyncio.sleep(0, follower.notifications), heard + 1))
-        await asyncio.sleep(0.2)  # a settle, had one started, would have woken by now
+        for _ in range(3):  # round trips a settle, had one started, would have made too
+            await log.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
         assert follower.wakes == 0 and not waiter.is_set()
         await asyncio.wait_for(follower.wait(waiter, asyncio.Event()), 30)
         assert waiter.is_set() and follower.wakes == 1
