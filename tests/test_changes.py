@@ -434,6 +434,9 @@ async def test_a_stream_is_woken_by_a_write_not_by_polling(log, settings) -> Non
     async with serve(settings) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
         async with http.stream("GET", "/api/v1/changes/stream?project_id=checkout") as response:
             stream = events(response)
+            # The feed's connection announced itself; its first waiting reader (this
+            # stream's) has that checked once: counted before, not among the writes'.
+            await eventually(lambda: _more(metric(http, "jsc_change_feed_wakes_total"), 0))
             before = await metric(http, "jsc_change_feed_wakes_total")
             await links.link(log, "checkout", "PRJ-1")
             await store.upsert_issues(log, [make_issue(id=2, key="PRJ-2")], "poll")
@@ -479,6 +482,10 @@ async def test_open_streams_end_cleanly_when_the_server_shuts_down(log, settings
 
 async def _at_least(found: list[Change], count: int) -> bool:
     return len(found) >= count
+
+
+async def _more(value: Awaitable[float], than: float) -> bool:
+    return await value > than
 
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
